@@ -1,0 +1,4 @@
+//! The `alts` credentials command.
+#![forbid(unsafe_code)]
+
+fn main() {}

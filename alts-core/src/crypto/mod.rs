@@ -1,0 +1,256 @@
+//! The cryptographic provider: every primitive the protocol uses, behind one
+//! struct (the shape of rustls's `CryptoProvider`).
+//!
+//! The default provider ([`default_provider`]) uses `ring` for randomness,
+//! AES-GCM, HMAC, HKDF, SHA-256 and Ed25519, and `x25519-dalek` for X25519
+//! (ring has no static X25519 keys). Key agreement is a list of named groups
+//! so that new ones (a post-quantum hybrid) negotiate like the ciphers.
+
+use std::fmt;
+use std::sync::Arc;
+
+use zeroize::Zeroizing;
+
+/// The provider could not produce random bytes or a key exchange failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CryptoError {
+    /// The random source failed.
+    #[error("random source failed")]
+    Random,
+    /// A peer public key had the wrong length.
+    #[error("peer public key has length {0}, expected {1}")]
+    BadPublicKeyLength(usize, usize),
+    /// The shared secret was all zeroes (a low-order peer point).
+    #[error("key agreement produced a non-contributory (all-zero) secret")]
+    NonContributory,
+    /// A key could not be parsed.
+    #[error("malformed key material")]
+    BadKey,
+}
+
+/// A source of cryptographically secure random bytes.
+pub trait SecureRandom: Send + Sync + fmt::Debug {
+    /// Fills `dest` with random bytes.
+    fn fill(&self, dest: &mut [u8]) -> Result<(), CryptoError>;
+}
+
+/// The OS random source, through `ring`.
+#[derive(Debug)]
+pub struct RingRandom(ring::rand::SystemRandom);
+
+impl Default for RingRandom {
+    fn default() -> Self {
+        Self(ring::rand::SystemRandom::new())
+    }
+}
+
+impl SecureRandom for RingRandom {
+    fn fill(&self, dest: &mut [u8]) -> Result<(), CryptoError> {
+        ring::rand::SecureRandom::fill(&self.0, dest).map_err(|_| CryptoError::Random)
+    }
+}
+
+/// A shared secret from a key agreement; zeroized on drop, never printed.
+pub struct SharedSecret(Zeroizing<Vec<u8>>);
+
+impl SharedSecret {
+    /// Wraps secret bytes.
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self(Zeroizing::new(bytes))
+    }
+
+    /// The secret bytes.
+    pub fn secret_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SharedSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SharedSecret(..)")
+    }
+}
+
+/// A named key-agreement group (e.g. X25519, later an X25519+ML-KEM hybrid).
+pub trait KxGroup: Send + Sync + fmt::Debug {
+    /// The group's name as negotiated in the handshake.
+    fn name(&self) -> &'static str;
+    /// Starts an ephemeral key exchange.
+    fn start(&self, rng: &dyn SecureRandom) -> Result<Box<dyn ActiveKeyExchange>, CryptoError>;
+}
+
+/// One side of an ephemeral key exchange in progress.
+pub trait ActiveKeyExchange: Send + Sync {
+    /// Our public share to send to the peer.
+    fn public_key(&self) -> &[u8];
+    /// Completes the exchange with the peer's share.
+    fn complete(self: Box<Self>, peer: &[u8]) -> Result<SharedSecret, CryptoError>;
+}
+
+/// X25519 length of public keys and secrets.
+pub const X25519_LEN: usize = 32;
+
+/// Ephemeral X25519 (x25519-dalek).
+#[derive(Debug)]
+pub struct X25519;
+
+struct X25519Active {
+    secret: x25519_dalek::StaticSecret,
+    public: [u8; X25519_LEN],
+}
+
+impl KxGroup for X25519 {
+    fn name(&self) -> &'static str {
+        "X25519"
+    }
+
+    fn start(&self, rng: &dyn SecureRandom) -> Result<Box<dyn ActiveKeyExchange>, CryptoError> {
+        let kp = StaticKeyPair::generate(rng)?;
+        Ok(Box::new(X25519Active {
+            public: kp.public,
+            secret: kp.secret,
+        }))
+    }
+}
+
+impl ActiveKeyExchange for X25519Active {
+    fn public_key(&self) -> &[u8] {
+        &self.public
+    }
+
+    fn complete(self: Box<Self>, peer: &[u8]) -> Result<SharedSecret, CryptoError> {
+        x25519_agree(&self.secret, peer)
+    }
+}
+
+fn x25519_agree(secret: &x25519_dalek::StaticSecret, peer: &[u8]) -> Result<SharedSecret, CryptoError> {
+    let peer: [u8; X25519_LEN] = peer
+        .try_into()
+        .map_err(|_| CryptoError::BadPublicKeyLength(peer.len(), X25519_LEN))?;
+    let shared = secret.diffie_hellman(&x25519_dalek::PublicKey::from(peer));
+    if !shared.was_contributory() {
+        return Err(CryptoError::NonContributory);
+    }
+    Ok(SharedSecret::new(shared.as_bytes().to_vec()))
+}
+
+/// A static X25519 key pair, as certified by a handshake certificate.
+/// The private half is zeroized on drop and never printed.
+#[derive(Clone)]
+pub struct StaticKeyPair {
+    secret: x25519_dalek::StaticSecret,
+    public: [u8; X25519_LEN],
+}
+
+impl StaticKeyPair {
+    /// Generates a fresh key pair from `rng`.
+    pub fn generate(rng: &dyn SecureRandom) -> Result<Self, CryptoError> {
+        let mut bytes = Zeroizing::new([0u8; X25519_LEN]);
+        rng.fill(bytes.as_mut())?;
+        Ok(Self::from_secret_bytes(*bytes))
+    }
+
+    /// Builds a key pair from its 32 private bytes.
+    pub fn from_secret_bytes(bytes: [u8; X25519_LEN]) -> Self {
+        let secret = x25519_dalek::StaticSecret::from(bytes);
+        let public = x25519_dalek::PublicKey::from(&secret).to_bytes();
+        Self { secret, public }
+    }
+
+    /// The 32 private bytes (for storing in a 0600 file); zeroized on drop.
+    pub fn secret_bytes(&self) -> Zeroizing<[u8; X25519_LEN]> {
+        Zeroizing::new(self.secret.to_bytes())
+    }
+
+    /// The public key.
+    pub fn public_key(&self) -> &[u8; X25519_LEN] {
+        &self.public
+    }
+
+    /// X25519 with a peer's static or ephemeral public key.
+    pub fn agree(&self, peer: &[u8]) -> Result<SharedSecret, CryptoError> {
+        x25519_agree(&self.secret, peer)
+    }
+}
+
+impl fmt::Debug for StaticKeyPair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StaticKeyPair")
+            .field("public", &Hex(&self.public))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Prints bytes as lowercase hex (for public values only).
+pub(crate) struct Hex<'a>(pub(crate) &'a [u8]);
+
+impl fmt::Debug for Hex<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Every primitive the protocol needs. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct CryptoProvider {
+    /// Ephemeral key-agreement groups, in preference order.
+    pub kx_groups: Vec<&'static dyn KxGroup>,
+    /// The random source.
+    pub random: Arc<dyn SecureRandom>,
+}
+
+impl CryptoProvider {
+    /// Finds a key-agreement group by name.
+    pub fn kx_group(&self, name: &str) -> Option<&'static dyn KxGroup> {
+        self.kx_groups.iter().copied().find(|g| g.name() == name)
+    }
+}
+
+/// The default provider: `ring` + `x25519-dalek`, OS randomness.
+pub fn default_provider() -> CryptoProvider {
+    CryptoProvider {
+        kx_groups: vec![&X25519],
+        random: Arc::new(RingRandom::default()),
+    }
+}
+
+/// SHA-256 of `data`.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, data);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// A deterministic random source for tests: HMAC-SHA256 in counter mode over a
+/// seed. Never use it outside tests.
+#[derive(Debug)]
+pub struct DeterministicRandom {
+    key: ring::hmac::Key,
+    counter: std::sync::atomic::AtomicU64,
+}
+
+impl DeterministicRandom {
+    /// A generator whose output depends only on `seed`.
+    pub fn new(seed: &[u8]) -> Self {
+        Self {
+            key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, seed),
+            counter: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+}
+
+impl SecureRandom for DeterministicRandom {
+    fn fill(&self, dest: &mut [u8]) -> Result<(), CryptoError> {
+        for chunk in dest.chunks_mut(32) {
+            let n = self.counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let tag = ring::hmac::sign(&self.key, &n.to_be_bytes());
+            let src = tag.as_ref().get(..chunk.len()).ok_or(CryptoError::Random)?;
+            chunk.copy_from_slice(src);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,2 @@
+//! Shared code of the tonic-alts examples.
+#![forbid(unsafe_code)]

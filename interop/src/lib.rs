@@ -1,0 +1,2 @@
+//! Interoperability with stock gRPC ALTS stacks.
+#![forbid(unsafe_code)]

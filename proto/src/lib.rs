@@ -1,0 +1,20 @@
+//! Protobuf messages for ALTS.
+//!
+//! - [`grpc_gcp`]: the `grpc.gcp` handshaker service used by stock gRPC
+//!   (field numbers match the public grpc-proto definitions).
+//! - [`alts_v1`]: this project's credentials and handshake messages.
+#![forbid(unsafe_code)]
+
+/// `grpc.gcp`: the handshaker service protocol and shared ALTS types.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod grpc_gcp {
+    tonic::include_proto!("grpc.gcp");
+}
+
+/// `alts.v1`: credentials and handshake messages of this implementation.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod alts_v1 {
+    tonic::include_proto!("alts.v1");
+}
+
+pub use prost::Message;
