@@ -29,5 +29,8 @@ pub mod record;
 pub mod resumption;
 pub mod verify;
 
+#[cfg(feature = "test-util")]
+pub mod testing;
+
 mod time;
 pub use time::UnixTime;

@@ -1,1 +1,456 @@
-//! (to be written)
+//! The ALTS handshake as sans-IO state machines (ALTS-NOTES §5–§6; the full
+//! description with every label is in `alts-core/HANDSHAKE.md`).
+//!
+//! ```text
+//! client                                         server
+//!   ClientInit  ───────────────────────────────►
+//!                                                 verify client, negotiate, derive M/R/A
+//!               ◄───────────────  ServerInit + ServerFinished
+//!   verify server, derive, check ServerFinished
+//!   ClientFinished [+ first records] ───────────►
+//!                                                 check ClientFinished; may now send
+//! ```
+//!
+//! Both sides are driven the same way (the [`Handshake`] trait): feed bytes
+//! received from the peer to [`Handshake::handle_input`] (it returns how many
+//! belong to the handshake; the rest is record data), move bytes to send out
+//! with [`Handshake::poll_output`], and once [`Handshake::is_done`], take the
+//! [`HandshakeOutcome`]. After an error every call returns that error.
+
+mod client;
+mod key_schedule;
+mod messages;
+mod server;
+
+use std::fmt;
+use std::sync::Arc;
+
+use zeroize::Zeroizing;
+
+pub use client::ClientHandshake;
+pub use key_schedule::{
+    LABEL_AUTHENTICATOR, LABEL_CLIENT_FINISHED, LABEL_RECORD, LABEL_RESUMPTION_CLIENT_TICKET,
+    LABEL_RESUMPTION_SERVER_TICKET, LABEL_SERVER_FINISHED,
+};
+pub use messages::{MAX_HANDSHAKE_MESSAGE, MAX_LIST, MAX_NAME, MAX_SHARE, MAX_TICKET, NONCE_LEN};
+pub use server::ServerHandshake;
+
+use crate::cert::{CertError, LocalCredentials};
+use crate::crypto::{CryptoError, CryptoProvider};
+use crate::record::{self, RecordConfig, RecordProtocol, Side};
+use crate::resumption::{ClientSessionCache, ReplayGuard, ResumptionKeys, ServerTicketStore, TicketError};
+use crate::verify::{VerifiedPeer, Verifier};
+
+/// The handshake cipher: static X25519 between the certificates, optional
+/// ephemeral X25519, HKDF-SHA256 and HMAC-SHA256.
+pub const HS_X25519_HKDF_SHA256: &str = "ALTS_HS_X25519_HKDF_SHA256";
+
+/// Name of the ephemeral key-agreement group a handshake cipher uses.
+fn ephemeral_group(cipher: &str) -> Option<&'static str> {
+    match cipher {
+        HS_X25519_HKDF_SHA256 => Some("X25519"),
+        _ => None,
+    }
+}
+
+/// Why a handshake failed. Each failing check has its own variant.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandshakeError {
+    /// A message could not be decoded or broke a structural rule.
+    #[error("malformed handshake message: {0}")]
+    Malformed(&'static str),
+    /// A length prefix exceeded the cap.
+    #[error("handshake message of {len} bytes exceeds the limit of {max}")]
+    MessageTooLarge {
+        /// Announced length.
+        len: usize,
+        /// Limit.
+        max: usize,
+    },
+    /// The peer speaks another handshake version.
+    #[error("unsupported handshake version {0}")]
+    UnsupportedVersion(u32),
+    /// A message arrived where another was expected.
+    #[error("unexpected handshake message: expected {expected}")]
+    UnexpectedMessage {
+        /// What the state machine was waiting for.
+        expected: &'static str,
+    },
+    /// The peer's certificate chain was refused.
+    #[error("peer certificate refused: {0}")]
+    PeerCert(#[from] CertError),
+    /// Our own credentials are unusable.
+    #[error("local credentials unusable: {0}")]
+    LocalCredentials(String),
+    /// No handshake cipher in common.
+    #[error("no handshake cipher in common (peer offered {offered:?})")]
+    NoCommonCipher {
+        /// What the client offered.
+        offered: Vec<String>,
+    },
+    /// No record protocol in common.
+    #[error("no record protocol in common (peer offered {offered:?})")]
+    NoCommonRecordProtocol {
+        /// What the client offered.
+        offered: Vec<String>,
+    },
+    /// No application protocol in common.
+    #[error("no application protocol in common (peer offered {offered:?})")]
+    NoCommonApplicationProtocol {
+        /// What the client offered.
+        offered: Vec<String>,
+    },
+    /// The RPC protocol version ranges do not overlap.
+    #[error("RPC protocol versions do not overlap")]
+    NoCommonRpcVersion,
+    /// The server chose something the client never offered.
+    #[error("server chose {what} {chosen:?}, which the client did not offer")]
+    NotOffered {
+        /// Which negotiated item.
+        what: &'static str,
+        /// The server's choice.
+        chosen: String,
+    },
+    /// Forward secrecy (ephemeral keys) was required but not provided.
+    #[error("perfect forward secrecy required but the peer sent no ephemeral key share")]
+    PfsRequired,
+    /// The KCI-resistant mode was required but the peer did not use it.
+    #[error("KCI-resistant handshake required but not negotiated")]
+    KciRequired,
+    /// The server identity is not among the client's targets.
+    #[error("server identity {got:?} is not one of the target identities {targets:?}")]
+    TargetIdentityMismatch {
+        /// The server's verified identity.
+        got: String,
+        /// The client's targets.
+        targets: Vec<String>,
+    },
+    /// The server's predicate refused the client.
+    #[error("client {identity:?} refused: {reason}")]
+    ClientRefused {
+        /// The client's verified identity.
+        identity: String,
+        /// The predicate's reason.
+        reason: String,
+    },
+    /// The server claimed a resumption the client cannot complete.
+    #[error("server resumption refused: {0}")]
+    BadResumption(TicketError),
+    /// A Finished MAC did not verify.
+    #[error("{0} MAC does not verify")]
+    BadFinished(&'static str),
+    /// A cryptographic operation failed.
+    #[error("crypto failure: {0}")]
+    Crypto(#[from] CryptoError),
+    /// The handshake is finished and expects no more input.
+    #[error("handshake already complete")]
+    AlreadyComplete,
+}
+
+/// An RPC protocol version (GRPC-ALTS-FACTS §7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RpcVersion {
+    /// Major version.
+    pub major: u32,
+    /// Minor version.
+    pub minor: u32,
+}
+
+/// A supported range of RPC protocol versions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RpcVersions {
+    /// Highest supported.
+    pub max: RpcVersion,
+    /// Lowest supported.
+    pub min: RpcVersion,
+}
+
+impl Default for RpcVersions {
+    /// gRPC's current range: 2.1 to 2.1.
+    fn default() -> Self {
+        let v = RpcVersion { major: 2, minor: 1 };
+        Self { max: v, min: v }
+    }
+}
+
+impl RpcVersions {
+    /// The highest version inside both ranges.
+    pub fn negotiate(&self, peer: &RpcVersions) -> Option<RpcVersion> {
+        let hi = self.max.min(peer.max);
+        let lo = self.min.max(peer.min);
+        (hi >= lo).then_some(hi)
+    }
+
+    fn to_proto(self) -> alts_proto::alts_v1::RpcVersions {
+        use alts_proto::alts_v1::RpcVersion as P;
+        alts_proto::alts_v1::RpcVersions {
+            max: Some(P {
+                major: self.max.major,
+                minor: self.max.minor,
+            }),
+            min: Some(P {
+                major: self.min.major,
+                minor: self.min.minor,
+            }),
+        }
+    }
+
+    fn from_proto(p: Option<&alts_proto::alts_v1::RpcVersions>) -> Option<Self> {
+        let p = p?;
+        let max = p.max.as_ref()?;
+        let min = p.min.as_ref()?;
+        Some(Self {
+            max: RpcVersion {
+                major: max.major,
+                minor: max.minor,
+            },
+            min: RpcVersion {
+                major: min.major,
+                minor: min.minor,
+            },
+        })
+    }
+}
+
+/// Resumption settings shared by all handshakes of one party.
+#[derive(Clone, Debug)]
+pub struct ResumptionConfig {
+    /// Our RID keys: seal the tickets we issue, open the ones we get back.
+    pub keys: Arc<ResumptionKeys>,
+    /// Lifetime of issued tickets, in seconds.
+    pub ticket_lifetime_secs: i64,
+    /// Server: refuses a client-presented ticket seen before.
+    pub replay_guard: Arc<dyn ReplayGuard>,
+    /// Client: server-sealed tickets kept for later connections.
+    pub client_cache: Arc<ClientSessionCache>,
+    /// Server: client-sealed tickets kept for later connections.
+    pub server_store: Arc<ServerTicketStore>,
+}
+
+impl ResumptionConfig {
+    /// Resumption with `keys`, in-memory stores, 2-hour tickets.
+    pub fn new(keys: Arc<ResumptionKeys>) -> Self {
+        Self {
+            keys,
+            ticket_lifetime_secs: 2 * 3600,
+            replay_guard: Arc::new(crate::resumption::InMemoryReplayGuard::new(100_000)),
+            client_cache: Arc::new(ClientSessionCache::default()),
+            server_store: Arc::new(ServerTicketStore::default()),
+        }
+    }
+}
+
+/// A server's test over a verified client.
+pub type ClientPredicate = Arc<dyn Fn(&VerifiedPeer) -> Result<(), String> + Send + Sync>;
+
+/// Settings shared by every handshake of one party.
+#[derive(Clone)]
+pub struct HandshakeConfig {
+    /// Our handshake certificate and static key.
+    pub credentials: Arc<LocalCredentials>,
+    /// Checks peer chains (root, CRL, policy).
+    pub verifier: Arc<Verifier>,
+    /// Crypto primitives and randomness.
+    pub provider: CryptoProvider,
+    /// Handshake ciphers in preference order.
+    pub handshake_ciphers: Vec<String>,
+    /// Record protocols in preference order.
+    pub record_protocols: Vec<RecordProtocol>,
+    /// Application protocols in preference order.
+    pub application_protocols: Vec<String>,
+    /// Supported RPC versions.
+    pub rpc_versions: RpcVersions,
+    /// Largest record frame we accept (advertised to the peer).
+    pub max_frame_size: u32,
+    /// Offer (client) / answer with (server) ephemeral keys.
+    pub pfs: bool,
+    /// Refuse peers that do not use ephemeral keys.
+    pub require_pfs: bool,
+    /// Use the KCI-resistant variant (client) / require it (server).
+    pub kci_resistant: bool,
+    /// Resumption; `None` disables it.
+    pub resumption: Option<ResumptionConfig>,
+    /// Server: an extra test on the verified client.
+    pub client_predicate: Option<ClientPredicate>,
+}
+
+impl HandshakeConfig {
+    /// A configuration with the defaults: preferred record protocol
+    /// `ALTSRP_GCM_AES128_REKEY`, no PFS, no KCI variant, no resumption.
+    pub fn new(
+        credentials: Arc<LocalCredentials>,
+        verifier: Arc<Verifier>,
+        provider: CryptoProvider,
+    ) -> Self {
+        Self {
+            credentials,
+            verifier,
+            provider,
+            handshake_ciphers: vec![HS_X25519_HKDF_SHA256.to_owned()],
+            record_protocols: vec![
+                RecordProtocol::GcmAes128Rekey,
+                RecordProtocol::GcmAes128,
+                RecordProtocol::GmacAes128Rekey,
+            ],
+            application_protocols: vec!["grpc".to_owned()],
+            rpc_versions: RpcVersions::default(),
+            max_frame_size: record::DEFAULT_MAX_RECV_FRAME as u32,
+            pfs: false,
+            require_pfs: false,
+            kci_resistant: false,
+            resumption: None,
+            client_predicate: None,
+        }
+    }
+}
+
+impl fmt::Debug for HandshakeConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HandshakeConfig")
+            .field("identity", &self.credentials.identity())
+            .field("handshake_ciphers", &self.handshake_ciphers)
+            .field("record_protocols", &self.record_protocols)
+            .field("pfs", &self.pfs)
+            .field("kci_resistant", &self.kci_resistant)
+            .field("resumption", &self.resumption.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Per-connection client choices.
+#[derive(Clone, Debug, Default)]
+pub struct ClientOptions {
+    /// Acceptable server identities; empty accepts any identity the policy allows.
+    pub target_identities: Vec<String>,
+    /// Key under which client-side tickets are cached (e.g. the authority).
+    /// `None` uses the sorted target identities.
+    pub session_key: Option<String>,
+}
+
+impl ClientOptions {
+    fn cache_key(&self) -> String {
+        self.session_key.clone().unwrap_or_else(|| {
+            let mut t = self.target_identities.clone();
+            t.sort();
+            t.join(",")
+        })
+    }
+}
+
+/// How (and whether) a handshake resumed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Resumption {
+    /// Full handshake; no resumption was attempted.
+    NotAttempted,
+    /// Resumed from a server-sealed ticket the client presented.
+    ClientTicket,
+    /// Resumed from a client-sealed ticket the server presented.
+    ServerTicket,
+    /// A resumption was attempted and refused; a full handshake ran instead.
+    Refused(String),
+}
+
+impl Resumption {
+    /// True when no certificate chain was verified in this handshake.
+    pub fn resumed(&self) -> bool {
+        matches!(self, Self::ClientTicket | Self::ServerTicket)
+    }
+}
+
+/// What a completed handshake yields.
+pub struct HandshakeOutcome {
+    /// Which side we are.
+    pub side: Side,
+    /// The negotiated record protocol.
+    pub record_protocol: RecordProtocol,
+    /// Record key material `M`, sized for the record protocol.
+    pub key_data: Zeroizing<Vec<u8>>,
+    /// The verified peer.
+    pub peer: VerifiedPeer,
+    /// Our identity.
+    pub local_identity: String,
+    /// The negotiated handshake cipher.
+    pub handshake_cipher: String,
+    /// The negotiated application protocol.
+    pub application_protocol: String,
+    /// The negotiated RPC version.
+    pub rpc_version: RpcVersion,
+    /// The peer's advertised RPC version range.
+    pub peer_rpc_versions: RpcVersions,
+    /// Largest frame both sides accept (send frames at most this big).
+    pub max_frame_size: u32,
+    /// Resumption result.
+    pub resumption: Resumption,
+    /// Ephemeral keys were mixed in.
+    pub pfs: bool,
+    /// The KCI-resistant variant ran.
+    pub kci_resistant: bool,
+}
+
+impl HandshakeOutcome {
+    /// Builds the record layer for this connection. The send frame size is
+    /// the negotiated maximum, capped by `config.send_frame_size` when that is
+    /// larger than the default (so stock peers get 4 KiB frames by default).
+    pub fn record_layer(
+        &self,
+        config: RecordConfig,
+    ) -> Result<(record::Sealer, record::Opener), record::RecordError> {
+        record::new_record_layer(self.record_protocol, &self.key_data, self.side, config)
+    }
+
+    /// A record configuration using the negotiated frame size.
+    pub fn record_config(&self) -> RecordConfig {
+        let send =
+            (self.max_frame_size as usize).clamp(record::DEFAULT_SEND_FRAME, record::DEFAULT_MAX_RECV_FRAME);
+        RecordConfig {
+            send_frame_size: send,
+            ..RecordConfig::default()
+        }
+    }
+}
+
+impl fmt::Debug for HandshakeOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HandshakeOutcome")
+            .field("side", &self.side)
+            .field("record_protocol", &self.record_protocol)
+            .field("peer", &self.peer.identity)
+            .field("local_identity", &self.local_identity)
+            .field("resumption", &self.resumption)
+            .field("pfs", &self.pfs)
+            .field("kci_resistant", &self.kci_resistant)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The driving interface shared by both sides.
+pub trait Handshake: Send {
+    /// Feeds bytes from the peer; returns how many belong to the handshake.
+    /// Bytes past that (once done) are record-layer data.
+    fn handle_input(&mut self, input: &[u8]) -> Result<usize, HandshakeError>;
+    /// Appends bytes to send to the peer to `out`.
+    fn poll_output(&mut self, out: &mut Vec<u8>);
+    /// True once the outcome is ready (the client may still have output to flush).
+    fn is_done(&self) -> bool;
+    /// Takes the outcome (once).
+    fn take_outcome(&mut self) -> Option<HandshakeOutcome>;
+}
+
+fn first_common<'a>(prefs: &'a [String], supported: impl Fn(&str) -> bool) -> Option<&'a String> {
+    prefs.iter().find(|p| supported(p))
+}
+
+fn negotiated_frame_size(ours: u32, peer: u32) -> u32 {
+    if peer == 0 {
+        record::DEFAULT_SEND_FRAME as u32
+    } else {
+        ours.min(peer)
+    }
+}
+
+fn random_nonce(provider: &CryptoProvider) -> Result<[u8; NONCE_LEN], HandshakeError> {
+    let mut n = [0u8; NONCE_LEN];
+    provider.random.fill(&mut n)?;
+    Ok(n)
+}

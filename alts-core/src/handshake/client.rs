@@ -1,0 +1,395 @@
+//! The client state machine: `ExpectServerInit` → `ExpectServerFinished` → done.
+
+use std::sync::Arc;
+
+use alts_proto::alts_v1::{
+    ClientFinished, ClientInit, ResumptionMode, ResumptionTicket, ServerFinished, handshake_message::Msg,
+};
+use zeroize::Zeroizing;
+
+use super::key_schedule::{self, Secrets, transcript_hash};
+use super::messages::{self, MessageReader};
+use super::{
+    ClientOptions, Handshake, HandshakeConfig, HandshakeError, HandshakeOutcome, Resumption, RpcVersion,
+    RpcVersions, ephemeral_group, negotiated_frame_size, random_nonce,
+};
+use crate::UnixTime;
+use crate::crypto::StaticKeyPair;
+use crate::record::{RecordProtocol, Side};
+use crate::resumption::{ClientTicket, TicketError, check_contents, ticket_contents};
+use crate::verify::VerifiedPeer;
+
+/// The client side of an ALTS handshake.
+pub struct ClientHandshake {
+    config: Arc<HandshakeConfig>,
+    options: ClientOptions,
+    now: UnixTime,
+    reader: MessageReader,
+    out: Vec<u8>,
+    state: State,
+}
+
+enum State {
+    ExpectServerInit(Box<ExpectServerInit>),
+    ExpectServerFinished(Box<ExpectServerFinished>),
+    Done(Option<Box<HandshakeOutcome>>),
+    Failed(HandshakeError),
+}
+
+struct ExpectServerInit {
+    client_init: Vec<u8>,
+    ephemeral: Option<StaticKeyPair>,
+    offered_ticket: Option<ClientTicket>,
+}
+
+struct ExpectServerFinished {
+    client_init: Vec<u8>,
+    server_init: Vec<u8>,
+    th1: [u8; 32],
+    secrets: Secrets,
+    peer: VerifiedPeer,
+    record_protocol: RecordProtocol,
+    handshake_cipher: String,
+    application_protocol: String,
+    rpc_version: RpcVersion,
+    peer_rpc_versions: RpcVersions,
+    max_frame_size: u32,
+    resumption: Resumption,
+    pfs: bool,
+}
+
+impl ClientHandshake {
+    /// Starts a handshake: the ClientInit is ready in [`Handshake::poll_output`].
+    pub fn new(
+        config: Arc<HandshakeConfig>,
+        options: ClientOptions,
+        now: UnixTime,
+    ) -> Result<Self, HandshakeError> {
+        let c = &config;
+        let kci = c.kci_resistant;
+        let ephemeral = if c.pfs || c.require_pfs || kci {
+            Some(StaticKeyPair::generate(c.provider.random.as_ref())?)
+        } else {
+            None
+        };
+        let resumption = c.resumption.as_ref().filter(|_| !kci);
+        let offered_ticket = resumption.and_then(|r| r.client_cache.take(&options.cache_key(), now));
+        let ci = ClientInit {
+            version: 1,
+            handshake_cert: c.credentials.cert_bytes().to_vec(),
+            handshake_ciphers: c.handshake_ciphers.clone(),
+            record_protocols: c.record_protocols.iter().map(|p| p.name().to_owned()).collect(),
+            nonce: random_nonce(&c.provider)?.to_vec(),
+            resumption: offered_ticket.as_ref().map(|t| ResumptionTicket {
+                rid: t.rid.clone(),
+                ticket: t.ticket.clone(),
+            }),
+            ephemeral_share: ephemeral
+                .as_ref()
+                .map(|e| e.public_key().to_vec())
+                .unwrap_or_default(),
+            rpc_versions: Some(c.rpc_versions.to_proto()),
+            max_frame_size: c.max_frame_size,
+            application_protocols: c.application_protocols.clone(),
+            accepted_rids: resumption
+                .map(|r| r.keys.rids().map(|r| r.to_vec()).collect())
+                .unwrap_or_default(),
+            kci_resistant: kci,
+            pfs: ephemeral.is_some(),
+        };
+        let framed = messages::frame(Msg::ClientInit(ci));
+        Ok(Self {
+            out: framed.clone(),
+            state: State::ExpectServerInit(Box::new(ExpectServerInit {
+                client_init: framed,
+                ephemeral,
+                offered_ticket,
+            })),
+            config,
+            options,
+            now,
+            reader: MessageReader::default(),
+        })
+    }
+
+    fn check_target(&self, peer: &VerifiedPeer) -> Result<(), HandshakeError> {
+        let t = &self.options.target_identities;
+        if !t.is_empty() && !t.iter().any(|id| *id == peer.identity) {
+            return Err(HandshakeError::TargetIdentityMismatch {
+                got: peer.identity.clone(),
+                targets: t.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    fn on_server_init(
+        &self,
+        st: ExpectServerInit,
+        framed: Vec<u8>,
+    ) -> Result<ExpectServerFinished, HandshakeError> {
+        let Msg::ServerInit(si) = messages::decode(&framed)? else {
+            return Err(HandshakeError::UnexpectedMessage {
+                expected: "ServerInit",
+            });
+        };
+        messages::check_server_init(&si)?;
+        let c = &self.config;
+        if !c.handshake_ciphers.contains(&si.handshake_cipher)
+            || ephemeral_group(&si.handshake_cipher).is_none()
+        {
+            return Err(HandshakeError::NotOffered {
+                what: "handshake cipher",
+                chosen: si.handshake_cipher,
+            });
+        }
+        let record_protocol = RecordProtocol::from_name(&si.record_protocol)
+            .filter(|p| c.record_protocols.contains(p))
+            .ok_or_else(|| HandshakeError::NotOffered {
+                what: "record protocol",
+                chosen: si.record_protocol.clone(),
+            })?;
+        if !c.application_protocols.contains(&si.application_protocol) {
+            return Err(HandshakeError::NotOffered {
+                what: "application protocol",
+                chosen: si.application_protocol.clone(),
+            });
+        }
+        let peer_rpc_versions = RpcVersions::from_proto(si.rpc_versions.as_ref())
+            .ok_or(HandshakeError::Malformed("rpc versions"))?;
+        let rpc_version = c
+            .rpc_versions
+            .negotiate(&peer_rpc_versions)
+            .ok_or(HandshakeError::NoCommonRpcVersion)?;
+        let max_frame_size = negotiated_frame_size(c.max_frame_size, si.max_frame_size);
+
+        let kci = c.kci_resistant;
+        let peer_share = (!si.ephemeral_share.is_empty()).then_some(&si.ephemeral_share[..]);
+        match (&st.ephemeral, peer_share) {
+            (None, Some(_)) => return Err(HandshakeError::Malformed("unsolicited ephemeral share")),
+            (Some(_), None) if kci => return Err(HandshakeError::KciRequired),
+            (Some(_), None) if c.require_pfs => return Err(HandshakeError::PfsRequired),
+            _ => {}
+        }
+        let ee = match (&st.ephemeral, peer_share) {
+            (Some(e), Some(p)) => Some(e.agree(p)?),
+            _ => None,
+        };
+        let mode =
+            ResumptionMode::try_from(si.resumed).map_err(|_| HandshakeError::Malformed("resumption mode"))?;
+        if kci && mode != ResumptionMode::NotResumed {
+            return Err(HandshakeError::Malformed("resumption in KCI-resistant mode"));
+        }
+
+        let (peer, ikm_first, resumption): (VerifiedPeer, Zeroizing<Vec<u8>>, Resumption) = match mode {
+            ResumptionMode::ClientTicket => {
+                let t = st
+                    .offered_ticket
+                    .ok_or(HandshakeError::Malformed("resumed without a ticket"))?;
+                (
+                    t.peer,
+                    Zeroizing::new(t.secret.as_bytes().to_vec()),
+                    Resumption::ClientTicket,
+                )
+            }
+            ResumptionMode::ServerTicket => {
+                let offered = si
+                    .resumption
+                    .as_ref()
+                    .ok_or(HandshakeError::Malformed("missing server ticket"))?;
+                let keys = c
+                    .resumption
+                    .as_ref()
+                    .map(|r| &r.keys)
+                    .ok_or(HandshakeError::BadResumption(TicketError::UnknownRid))?;
+                let key = keys
+                    .find(&offered.rid)
+                    .ok_or(HandshakeError::BadResumption(TicketError::UnknownRid))?;
+                let contents = key.open(&offered.ticket).map_err(HandshakeError::BadResumption)?;
+                let opened = check_contents(contents, self.config.credentials.identity(), self.now)
+                    .map_err(HandshakeError::BadResumption)?;
+                (
+                    opened.peer,
+                    Zeroizing::new(opened.secret.as_bytes().to_vec()),
+                    Resumption::ServerTicket,
+                )
+            }
+            ResumptionMode::NotResumed => {
+                let peer = c.verifier.verify_handshake_cert(&si.handshake_cert, self.now)?;
+                let static_dh = c.credentials.key_pair().agree(&peer.static_public_key)?;
+                let mut ikm = Zeroizing::new(static_dh.secret_bytes().to_vec());
+                if kci {
+                    let (Some(e), Some(p)) = (&st.ephemeral, peer_share) else {
+                        return Err(HandshakeError::KciRequired);
+                    };
+                    // es: our ephemeral with the server's static key; se: our static with its ephemeral.
+                    ikm.extend_from_slice(e.agree(&peer.static_public_key)?.secret_bytes());
+                    ikm.extend_from_slice(c.credentials.key_pair().agree(p)?.secret_bytes());
+                }
+                let r = if st.offered_ticket.is_some() {
+                    Resumption::Refused("server did not accept the ticket".to_owned())
+                } else {
+                    Resumption::NotAttempted
+                };
+                (peer, ikm, r)
+            }
+        };
+        if resumption.resumed() {
+            c.verifier.recheck(&peer, self.now)?;
+        }
+        self.check_target(&peer)?;
+
+        let mut ikm = ikm_first;
+        if let Some(ee) = &ee {
+            ikm.extend_from_slice(ee.secret_bytes());
+        }
+        let th1 = transcript_hash(&[&st.client_init, &framed]);
+        let secrets = key_schedule::derive(&[&ikm], &th1, record_protocol.key_data_len())
+            .map_err(|()| HandshakeError::Malformed("key schedule"))?;
+        Ok(ExpectServerFinished {
+            client_init: st.client_init,
+            server_init: framed,
+            th1,
+            secrets,
+            peer,
+            record_protocol,
+            handshake_cipher: si.handshake_cipher,
+            application_protocol: si.application_protocol,
+            rpc_version,
+            peer_rpc_versions,
+            max_frame_size,
+            resumption,
+            pfs: ee.is_some(),
+        })
+    }
+
+    fn on_server_finished(
+        &mut self,
+        st: ExpectServerFinished,
+        framed: Vec<u8>,
+    ) -> Result<HandshakeOutcome, HandshakeError> {
+        let Msg::ServerFinished(ServerFinished { mac, new_ticket }) = messages::decode(&framed)? else {
+            return Err(HandshakeError::UnexpectedMessage {
+                expected: "ServerFinished",
+            });
+        };
+        messages::check_finished_ticket(new_ticket.as_ref(), &mac)?;
+        if !st
+            .secrets
+            .verify_server_finished(&st.th1, new_ticket.as_ref(), &mac)
+        {
+            return Err(HandshakeError::BadFinished("ServerFinished"));
+        }
+        let c = &self.config;
+        let kci = c.kci_resistant;
+        let local = c.credentials.identity().to_owned();
+        let mut cf_ticket = None;
+        if let Some(r) = c.resumption.as_ref().filter(|_| !kci) {
+            let expires_at = self.now.plus(r.ticket_lifetime_secs);
+            if let Some(t) = new_ticket {
+                r.client_cache.put(
+                    &self.options.cache_key(),
+                    ClientTicket {
+                        rid: t.rid,
+                        ticket: t.ticket,
+                        secret: st.secrets.r_client_ticket.clone(),
+                        peer: st.peer.clone(),
+                        expires_at,
+                    },
+                );
+            }
+            let key = r.keys.current();
+            let contents = ticket_contents(
+                &st.peer,
+                &local,
+                &st.secrets.r_server_ticket,
+                expires_at,
+                st.record_protocol.name(),
+            );
+            let sealed = key
+                .seal(&contents, c.provider.random.as_ref())
+                .map_err(|_| HandshakeError::Malformed("sealing ticket"))?;
+            cf_ticket = Some(ResumptionTicket {
+                rid: key.rid().to_vec(),
+                ticket: sealed,
+            });
+        }
+        let th2 = transcript_hash(&[&st.client_init, &st.server_init, &framed]);
+        let mac = st.secrets.client_finished(&th2, cf_ticket.as_ref());
+        self.out
+            .extend_from_slice(&messages::frame(Msg::ClientFinished(ClientFinished {
+                mac,
+                new_ticket: cf_ticket,
+            })));
+        Ok(HandshakeOutcome {
+            side: Side::Client,
+            record_protocol: st.record_protocol,
+            key_data: st.secrets.record_key_material.clone(),
+            peer: st.peer,
+            local_identity: local,
+            handshake_cipher: st.handshake_cipher,
+            application_protocol: st.application_protocol,
+            rpc_version: st.rpc_version,
+            peer_rpc_versions: st.peer_rpc_versions,
+            max_frame_size: st.max_frame_size,
+            resumption: st.resumption,
+            pfs: st.pfs,
+            kci_resistant: kci,
+        })
+    }
+
+    fn step(&mut self, input: &[u8]) -> Result<usize, HandshakeError> {
+        let mut used = 0;
+        loop {
+            if matches!(self.state, State::Done(_)) {
+                return Ok(used);
+            }
+            let (n, msg) = self.reader.read(input.get(used..).unwrap_or_default())?;
+            used += n;
+            let Some(framed) = msg else { return Ok(used) };
+            let state = std::mem::replace(&mut self.state, State::Failed(HandshakeError::AlreadyComplete));
+            self.state = match state {
+                State::ExpectServerInit(st) => {
+                    State::ExpectServerFinished(Box::new(self.on_server_init(*st, framed)?))
+                }
+                State::ExpectServerFinished(st) => {
+                    State::Done(Some(Box::new(self.on_server_finished(*st, framed)?)))
+                }
+                other => other,
+            };
+        }
+    }
+}
+
+impl Handshake for ClientHandshake {
+    fn handle_input(&mut self, input: &[u8]) -> Result<usize, HandshakeError> {
+        match &self.state {
+            State::Failed(e) => return Err(e.clone()),
+            State::Done(_) => return Ok(0),
+            _ => {}
+        }
+        self.step(input)
+            .inspect_err(|e| self.state = State::Failed(e.clone()))
+    }
+
+    fn poll_output(&mut self, out: &mut Vec<u8>) {
+        out.append(&mut self.out);
+    }
+
+    fn is_done(&self) -> bool {
+        matches!(self.state, State::Done(_))
+    }
+
+    fn take_outcome(&mut self) -> Option<HandshakeOutcome> {
+        match &mut self.state {
+            State::Done(o) => o.take().map(|b| *b),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Debug for ClientHandshake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientHandshake")
+    }
+}

@@ -1,0 +1,159 @@
+//! Handshake message framing: `u32 big-endian length || HandshakeMessage`.
+//! Lengths are checked against [`MAX_HANDSHAKE_MESSAGE`] before anything is
+//! buffered for the body, and every repeated or bytes field is capped after
+//! decoding.
+
+use alts_proto::alts_v1::{ClientInit, HandshakeMessage, ResumptionTicket, ServerInit, handshake_message};
+use prost::Message;
+
+use super::HandshakeError;
+
+/// Largest handshake message accepted (the body, without the 4-byte length).
+pub const MAX_HANDSHAKE_MESSAGE: usize = 32 * 1024;
+/// Most entries accepted in any list of names.
+pub const MAX_LIST: usize = 16;
+/// Longest name (cipher, protocol) accepted.
+pub const MAX_NAME: usize = 128;
+/// Length of handshake nonces.
+pub const NONCE_LEN: usize = 32;
+/// Largest ephemeral key share (room for an X25519+ML-KEM-768 hybrid).
+pub const MAX_SHARE: usize = 2048;
+/// Largest resumption ticket carried.
+pub const MAX_TICKET: usize = crate::resumption::MAX_TICKET_LEN;
+
+/// Frames one message.
+pub(crate) fn frame(msg: handshake_message::Msg) -> Vec<u8> {
+    let m = HandshakeMessage { msg: Some(msg) };
+    let len = m.encoded_len();
+    let mut out = Vec::with_capacity(4 + len);
+    out.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
+    m.encode(&mut out).unwrap_or_default();
+    out
+}
+
+/// Accumulates one framed message from input delivered in any chunking.
+#[derive(Default)]
+pub(crate) struct MessageReader {
+    buf: Vec<u8>,
+}
+
+impl MessageReader {
+    /// Takes bytes from `input` up to the end of the current message.
+    /// Returns how many bytes were taken and, once complete, the framed
+    /// message (length prefix included, for the transcript).
+    pub(crate) fn read(&mut self, input: &[u8]) -> Result<(usize, Option<Vec<u8>>), HandshakeError> {
+        let mut used = 0;
+        if self.buf.len() < 4 {
+            let take = (4 - self.buf.len()).min(input.len());
+            self.buf.extend_from_slice(input.get(..take).unwrap_or_default());
+            used = take;
+            if self.buf.len() < 4 {
+                return Ok((used, None));
+            }
+        }
+        let body_len = self.body_len()?;
+        let have = self.buf.len() - 4;
+        let take = (body_len - have).min(input.len() - used);
+        if self.buf.capacity() < 4 + body_len {
+            self.buf.reserve_exact(4 + body_len - self.buf.len());
+        }
+        self.buf
+            .extend_from_slice(input.get(used..used + take).unwrap_or_default());
+        used += take;
+        if self.buf.len() == 4 + body_len {
+            Ok((used, Some(std::mem::take(&mut self.buf))))
+        } else {
+            Ok((used, None))
+        }
+    }
+
+    fn body_len(&self) -> Result<usize, HandshakeError> {
+        let hdr: [u8; 4] = self
+            .buf
+            .get(..4)
+            .and_then(|h| h.try_into().ok())
+            .ok_or(HandshakeError::Malformed("length prefix"))?;
+        let len = u32::from_be_bytes(hdr) as usize;
+        if len > MAX_HANDSHAKE_MESSAGE {
+            return Err(HandshakeError::MessageTooLarge {
+                len,
+                max: MAX_HANDSHAKE_MESSAGE,
+            });
+        }
+        Ok(len)
+    }
+}
+
+/// Decodes a framed message.
+pub(crate) fn decode(framed: &[u8]) -> Result<handshake_message::Msg, HandshakeError> {
+    let body = framed
+        .get(4..)
+        .ok_or(HandshakeError::Malformed("length prefix"))?;
+    HandshakeMessage::decode(body)
+        .map_err(|_| HandshakeError::Malformed("protobuf"))?
+        .msg
+        .ok_or(HandshakeError::Malformed("empty message"))
+}
+
+fn check_names(list: &[String], what: &'static str) -> Result<(), HandshakeError> {
+    if list.len() > MAX_LIST || list.iter().any(|s| s.len() > MAX_NAME) {
+        return Err(HandshakeError::Malformed(what));
+    }
+    Ok(())
+}
+
+fn check_ticket(t: Option<&ResumptionTicket>) -> Result<(), HandshakeError> {
+    if let Some(t) = t {
+        if t.rid.len() != crate::resumption::RID_LEN || t.ticket.len() > MAX_TICKET {
+            return Err(HandshakeError::Malformed("resumption ticket"));
+        }
+    }
+    Ok(())
+}
+
+/// Structural checks of a ClientInit (caps and fixed lengths).
+pub(crate) fn check_client_init(ci: &ClientInit) -> Result<(), HandshakeError> {
+    if ci.version != 1 {
+        return Err(HandshakeError::UnsupportedVersion(ci.version));
+    }
+    if ci.nonce.len() != NONCE_LEN {
+        return Err(HandshakeError::Malformed("client nonce"));
+    }
+    check_names(&ci.handshake_ciphers, "handshake cipher list")?;
+    check_names(&ci.record_protocols, "record protocol list")?;
+    check_names(&ci.application_protocols, "application protocol list")?;
+    if ci.ephemeral_share.len() > MAX_SHARE {
+        return Err(HandshakeError::Malformed("ephemeral share"));
+    }
+    if ci.accepted_rids.len() > MAX_LIST
+        || ci
+            .accepted_rids
+            .iter()
+            .any(|r| r.len() != crate::resumption::RID_LEN)
+    {
+        return Err(HandshakeError::Malformed("accepted RIDs"));
+    }
+    check_ticket(ci.resumption.as_ref())
+}
+
+/// Structural checks of a ServerInit.
+pub(crate) fn check_server_init(si: &ServerInit) -> Result<(), HandshakeError> {
+    if si.version != 1 {
+        return Err(HandshakeError::UnsupportedVersion(si.version));
+    }
+    if si.nonce.len() != NONCE_LEN {
+        return Err(HandshakeError::Malformed("server nonce"));
+    }
+    if si.ephemeral_share.len() > MAX_SHARE {
+        return Err(HandshakeError::Malformed("ephemeral share"));
+    }
+    check_ticket(si.resumption.as_ref())
+}
+
+/// Structural checks of a Finished ticket.
+pub(crate) fn check_finished_ticket(t: Option<&ResumptionTicket>, mac: &[u8]) -> Result<(), HandshakeError> {
+    if mac.len() != 32 {
+        return Err(HandshakeError::Malformed("finished MAC length"));
+    }
+    check_ticket(t)
+}

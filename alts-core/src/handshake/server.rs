@@ -1,0 +1,397 @@
+//! The server state machine: `ExpectClientInit` → `ExpectClientFinished` → done.
+
+use std::sync::Arc;
+
+use alts_proto::alts_v1::{
+    ClientFinished, ClientInit, ResumptionMode, ResumptionTicket, ServerFinished, ServerInit,
+    handshake_message::Msg,
+};
+use zeroize::Zeroizing;
+
+use super::key_schedule::{self, Secrets, transcript_hash};
+use super::messages::{self, MessageReader};
+use super::{
+    Handshake, HandshakeConfig, HandshakeError, HandshakeOutcome, Resumption, RpcVersion, RpcVersions,
+    ephemeral_group, first_common, negotiated_frame_size, random_nonce,
+};
+use crate::UnixTime;
+use crate::crypto::StaticKeyPair;
+use crate::record::{RecordProtocol, Side};
+use crate::resumption::{StoredServerTicket, TicketError, check_contents, ticket_contents, ticket_id};
+use crate::verify::VerifiedPeer;
+
+/// The server side of an ALTS handshake.
+pub struct ServerHandshake {
+    config: Arc<HandshakeConfig>,
+    now: UnixTime,
+    reader: MessageReader,
+    out: Vec<u8>,
+    state: State,
+}
+
+enum State {
+    ExpectClientInit,
+    ExpectClientFinished(Box<ExpectClientFinished>),
+    Done(Option<Box<HandshakeOutcome>>),
+    Failed(HandshakeError),
+}
+
+struct ExpectClientFinished {
+    th2: [u8; 32],
+    secrets: Secrets,
+    outcome: HandshakeOutcome,
+}
+
+/// A resumption the server accepted.
+struct Resumed {
+    peer: VerifiedPeer,
+    secret: Zeroizing<Vec<u8>>,
+    mode: ResumptionMode,
+    server_ticket: Option<ResumptionTicket>,
+}
+
+impl ServerHandshake {
+    /// Waits for a ClientInit.
+    pub fn new(config: Arc<HandshakeConfig>, now: UnixTime) -> Self {
+        Self {
+            config,
+            now,
+            reader: MessageReader::default(),
+            out: Vec::new(),
+            state: State::ExpectClientInit,
+        }
+    }
+
+    fn admit(&self, peer: &VerifiedPeer) -> Result<(), HandshakeError> {
+        if let Some(pred) = &self.config.client_predicate {
+            pred(peer).map_err(|reason| HandshakeError::ClientRefused {
+                identity: peer.identity.clone(),
+                reason,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Tries the client's ticket, then a stored server-side ticket. Errors
+    /// here refuse the resumption only; the handshake falls back to full.
+    fn try_resume(&self, ci: &ClientInit) -> Result<Option<Resumed>, String> {
+        let Some(r) = self.config.resumption.as_ref().filter(|_| !ci.kci_resistant) else {
+            return Ok(None);
+        };
+        let own = self.config.credentials.identity();
+        if let Some(t) = &ci.resumption {
+            let key = r
+                .keys
+                .find(&t.rid)
+                .ok_or_else(|| TicketError::UnknownRid.to_string())?;
+            let contents = key.open(&t.ticket).map_err(|e| e.to_string())?;
+            let opened = check_contents(contents, own, self.now).map_err(|e| e.to_string())?;
+            let expires = self.now.plus(r.ticket_lifetime_secs);
+            if !r
+                .replay_guard
+                .check_and_insert(ticket_id(&t.ticket), expires, self.now)
+            {
+                return Err(TicketError::Replayed.to_string());
+            }
+            self.config
+                .verifier
+                .recheck(&opened.peer, self.now)
+                .map_err(|e| e.to_string())?;
+            self.admit(&opened.peer).map_err(|e| e.to_string())?;
+            return Ok(Some(Resumed {
+                peer: opened.peer,
+                secret: Zeroizing::new(opened.secret.as_bytes().to_vec()),
+                mode: ResumptionMode::ClientTicket,
+                server_ticket: None,
+            }));
+        }
+        if ci.accepted_rids.is_empty() {
+            return Ok(None);
+        }
+        let Some((rid, stored)) = r.server_store.take(&ci.accepted_rids, self.now) else {
+            return Ok(None);
+        };
+        self.config
+            .verifier
+            .recheck(&stored.peer, self.now)
+            .map_err(|e| e.to_string())?;
+        self.admit(&stored.peer).map_err(|e| e.to_string())?;
+        Ok(Some(Resumed {
+            peer: stored.peer,
+            secret: Zeroizing::new(stored.secret.as_bytes().to_vec()),
+            mode: ResumptionMode::ServerTicket,
+            server_ticket: Some(ResumptionTicket {
+                rid,
+                ticket: stored.ticket,
+            }),
+        }))
+    }
+
+    fn on_client_init(&mut self, framed: Vec<u8>) -> Result<ExpectClientFinished, HandshakeError> {
+        let Msg::ClientInit(ci) = messages::decode(&framed)? else {
+            return Err(HandshakeError::UnexpectedMessage {
+                expected: "ClientInit",
+            });
+        };
+        messages::check_client_init(&ci)?;
+        let c = Arc::clone(&self.config);
+        let cipher = first_common(&ci.handshake_ciphers, |n| {
+            c.handshake_ciphers.iter().any(|o| o == n) && ephemeral_group(n).is_some()
+        })
+        .ok_or_else(|| HandshakeError::NoCommonCipher {
+            offered: ci.handshake_ciphers.clone(),
+        })?
+        .clone();
+        let record_protocol = ci
+            .record_protocols
+            .iter()
+            .filter_map(|n| RecordProtocol::from_name(n))
+            .find(|p| c.record_protocols.contains(p))
+            .ok_or_else(|| HandshakeError::NoCommonRecordProtocol {
+                offered: ci.record_protocols.clone(),
+            })?;
+        let application_protocol = if ci.application_protocols.is_empty() {
+            c.application_protocols.first().cloned().unwrap_or_default()
+        } else {
+            first_common(&ci.application_protocols, |n| {
+                c.application_protocols.iter().any(|o| o == n)
+            })
+            .ok_or_else(|| HandshakeError::NoCommonApplicationProtocol {
+                offered: ci.application_protocols.clone(),
+            })?
+            .clone()
+        };
+        let peer_rpc_versions = RpcVersions::from_proto(ci.rpc_versions.as_ref())
+            .ok_or(HandshakeError::Malformed("rpc versions"))?;
+        let rpc_version: RpcVersion = c
+            .rpc_versions
+            .negotiate(&peer_rpc_versions)
+            .ok_or(HandshakeError::NoCommonRpcVersion)?;
+        let max_frame_size = negotiated_frame_size(c.max_frame_size, ci.max_frame_size);
+
+        let kci = ci.kci_resistant;
+        if c.kci_resistant && !kci {
+            return Err(HandshakeError::KciRequired);
+        }
+        let peer_share = (!ci.ephemeral_share.is_empty()).then_some(&ci.ephemeral_share[..]);
+        if peer_share.is_none() && (kci || c.require_pfs) {
+            return Err(if kci {
+                HandshakeError::KciRequired
+            } else {
+                HandshakeError::PfsRequired
+            });
+        }
+        let ephemeral = match peer_share {
+            Some(_) => Some(StaticKeyPair::generate(c.provider.random.as_ref())?),
+            None => None,
+        };
+        let ee = match (&ephemeral, peer_share) {
+            (Some(e), Some(p)) => Some(e.agree(p)?),
+            _ => None,
+        };
+
+        let (resumed, resumption) = match self.try_resume(&ci) {
+            Ok(Some(r)) => {
+                let mode = if r.mode == ResumptionMode::ClientTicket {
+                    Resumption::ClientTicket
+                } else {
+                    Resumption::ServerTicket
+                };
+                (Some(r), mode)
+            }
+            Ok(None) => (None, Resumption::NotAttempted),
+            Err(reason) => {
+                tracing::debug!(%reason, "resumption refused; running a full handshake");
+                (None, Resumption::Refused(reason))
+            }
+        };
+
+        let (peer, mut ikm, mode, server_ticket) = match resumed {
+            Some(r) => (r.peer, r.secret, r.mode, r.server_ticket),
+            None => {
+                let peer = c.verifier.verify_handshake_cert(&ci.handshake_cert, self.now)?;
+                self.admit(&peer)?;
+                let static_dh = c.credentials.key_pair().agree(&peer.static_public_key)?;
+                let mut ikm = Zeroizing::new(static_dh.secret_bytes().to_vec());
+                if kci {
+                    let (Some(e), Some(p)) = (&ephemeral, peer_share) else {
+                        return Err(HandshakeError::KciRequired);
+                    };
+                    // es: the client's ephemeral with our static key; se: its static with our ephemeral.
+                    ikm.extend_from_slice(c.credentials.key_pair().agree(p)?.secret_bytes());
+                    ikm.extend_from_slice(e.agree(&peer.static_public_key)?.secret_bytes());
+                }
+                (peer, ikm, ResumptionMode::NotResumed, None)
+            }
+        };
+        if let Some(ee) = &ee {
+            ikm.extend_from_slice(ee.secret_bytes());
+        }
+
+        let si = ServerInit {
+            version: 1,
+            handshake_cert: if mode == ResumptionMode::NotResumed {
+                c.credentials.cert_bytes().to_vec()
+            } else {
+                Vec::new()
+            },
+            handshake_cipher: cipher.clone(),
+            record_protocol: record_protocol.name().to_owned(),
+            nonce: random_nonce(&c.provider)?.to_vec(),
+            resumption: server_ticket,
+            ephemeral_share: ephemeral
+                .as_ref()
+                .map(|e| e.public_key().to_vec())
+                .unwrap_or_default(),
+            rpc_versions: Some(c.rpc_versions.to_proto()),
+            max_frame_size: c.max_frame_size,
+            application_protocol: application_protocol.clone(),
+            resumed: mode as i32,
+        };
+        let si_framed = messages::frame(Msg::ServerInit(si));
+        let th1 = transcript_hash(&[&framed, &si_framed]);
+        let secrets = key_schedule::derive(&[&ikm], &th1, record_protocol.key_data_len())
+            .map_err(|()| HandshakeError::Malformed("key schedule"))?;
+
+        let local = c.credentials.identity().to_owned();
+        let mut sf_ticket = None;
+        if let Some(r) = c.resumption.as_ref().filter(|_| !kci) {
+            let key = r.keys.current();
+            let contents = ticket_contents(
+                &peer,
+                &local,
+                &secrets.r_client_ticket,
+                self.now.plus(r.ticket_lifetime_secs),
+                record_protocol.name(),
+            );
+            let sealed = key
+                .seal(&contents, c.provider.random.as_ref())
+                .map_err(|_| HandshakeError::Malformed("sealing ticket"))?;
+            sf_ticket = Some(ResumptionTicket {
+                rid: key.rid().to_vec(),
+                ticket: sealed,
+            });
+        }
+        let mac = secrets.server_finished(&th1, sf_ticket.as_ref());
+        let sf_framed = messages::frame(Msg::ServerFinished(ServerFinished {
+            mac,
+            new_ticket: sf_ticket,
+        }));
+        let th2 = transcript_hash(&[&framed, &si_framed, &sf_framed]);
+        self.out.extend_from_slice(&si_framed);
+        self.out.extend_from_slice(&sf_framed);
+
+        let outcome = HandshakeOutcome {
+            side: Side::Server,
+            record_protocol,
+            key_data: secrets.record_key_material.clone(),
+            peer,
+            local_identity: local,
+            handshake_cipher: cipher,
+            application_protocol,
+            rpc_version,
+            peer_rpc_versions,
+            max_frame_size,
+            resumption,
+            pfs: ee.is_some(),
+            kci_resistant: kci,
+        };
+        Ok(ExpectClientFinished {
+            th2,
+            secrets,
+            outcome,
+        })
+    }
+
+    fn on_client_finished(
+        &self,
+        st: ExpectClientFinished,
+        framed: Vec<u8>,
+    ) -> Result<HandshakeOutcome, HandshakeError> {
+        let Msg::ClientFinished(ClientFinished { mac, new_ticket }) = messages::decode(&framed)? else {
+            return Err(HandshakeError::UnexpectedMessage {
+                expected: "ClientFinished",
+            });
+        };
+        messages::check_finished_ticket(new_ticket.as_ref(), &mac)?;
+        if !st
+            .secrets
+            .verify_client_finished(&st.th2, new_ticket.as_ref(), &mac)
+        {
+            return Err(HandshakeError::BadFinished("ClientFinished"));
+        }
+        if let (Some(r), Some(t)) = (
+            self.config
+                .resumption
+                .as_ref()
+                .filter(|_| !st.outcome.kci_resistant),
+            new_ticket,
+        ) {
+            r.server_store.put(
+                &t.rid,
+                StoredServerTicket {
+                    ticket: t.ticket,
+                    secret: st.secrets.r_server_ticket.clone(),
+                    peer: st.outcome.peer.clone(),
+                    expires_at: self.now.plus(r.ticket_lifetime_secs),
+                },
+            );
+        }
+        Ok(st.outcome)
+    }
+
+    fn step(&mut self, input: &[u8]) -> Result<usize, HandshakeError> {
+        let mut used = 0;
+        loop {
+            if matches!(self.state, State::Done(_)) {
+                return Ok(used);
+            }
+            let (n, msg) = self.reader.read(input.get(used..).unwrap_or_default())?;
+            used += n;
+            let Some(framed) = msg else { return Ok(used) };
+            let state = std::mem::replace(&mut self.state, State::Failed(HandshakeError::AlreadyComplete));
+            self.state = match state {
+                State::ExpectClientInit => {
+                    State::ExpectClientFinished(Box::new(self.on_client_init(framed)?))
+                }
+                State::ExpectClientFinished(st) => {
+                    State::Done(Some(Box::new(self.on_client_finished(*st, framed)?)))
+                }
+                other => other,
+            };
+        }
+    }
+}
+
+impl Handshake for ServerHandshake {
+    fn handle_input(&mut self, input: &[u8]) -> Result<usize, HandshakeError> {
+        match &self.state {
+            State::Failed(e) => return Err(e.clone()),
+            State::Done(_) => return Ok(0),
+            _ => {}
+        }
+        self.step(input)
+            .inspect_err(|e| self.state = State::Failed(e.clone()))
+    }
+
+    fn poll_output(&mut self, out: &mut Vec<u8>) {
+        out.append(&mut self.out);
+    }
+
+    fn is_done(&self) -> bool {
+        matches!(self.state, State::Done(_))
+    }
+
+    fn take_outcome(&mut self) -> Option<HandshakeOutcome> {
+        match &mut self.state {
+            State::Done(o) => o.take().map(|b| *b),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Debug for ServerHandshake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServerHandshake")
+    }
+}

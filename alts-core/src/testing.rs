@@ -1,0 +1,188 @@
+//! Test helpers (feature `test-util`): a throwaway PKI and an in-memory
+//! driver that shuttles bytes between two handshakes in chosen chunk sizes.
+//! Never use these in production: the PKI's keys come from a deterministic
+//! generator.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    missing_docs
+)]
+
+use std::sync::Arc;
+
+use crate::UnixTime;
+use crate::cert::{self, Category, HandshakeParams, LocalCredentials, PrincipalParams, RootKey, SigningKey};
+use crate::crypto::{CryptoProvider, DeterministicRandom, SecureRandom, StaticKeyPair, X25519};
+use crate::handshake::{Handshake, HandshakeError, HandshakeOutcome};
+use crate::policy::Policy;
+use crate::verify::Verifier;
+
+/// A fixed "now" for deterministic tests (2026-01-01T00:00:00Z).
+pub const NOW: UnixTime = UnixTime(1_767_225_600);
+
+/// A provider whose randomness depends only on `seed`.
+pub fn deterministic_provider(seed: &[u8]) -> CryptoProvider {
+    CryptoProvider {
+        kx_groups: vec![&X25519],
+        random: Arc::new(DeterministicRandom::new(seed)),
+    }
+}
+
+/// A throwaway signing service.
+pub struct TestPki {
+    pub root_key: SigningKey,
+    pub root: RootKey,
+    pub rng: Arc<dyn SecureRandom>,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+/// What [`TestPki::issue`] makes.
+#[derive(Clone)]
+pub struct Issued {
+    pub credentials: Arc<LocalCredentials>,
+    pub principal_cert: Vec<u8>,
+    pub handshake_cert: Vec<u8>,
+    pub principal_revocation_id: u64,
+    pub handshake_revocation_id: u64,
+}
+
+impl TestPki {
+    pub fn new(seed: &[u8]) -> Self {
+        let rng: Arc<dyn SecureRandom> = Arc::new(DeterministicRandom::new(seed));
+        let root_key = SigningKey::generate(rng.as_ref()).unwrap();
+        let root = RootKey::from_public_key("test-signing-service", root_key.public_key());
+        Self {
+            root_key,
+            root,
+            rng,
+            next_id: std::sync::atomic::AtomicU64::new(1),
+        }
+    }
+
+    /// Issues a principal + handshake chain for `identity`, valid for a day around [`NOW`].
+    pub fn issue(&self, identity: &str, category: Category, issuer: &str) -> Issued {
+        self.issue_with(
+            identity,
+            category,
+            issuer,
+            Some((NOW.plus(-3600), NOW.plus(86_400))),
+        )
+    }
+
+    pub fn issue_with(
+        &self,
+        identity: &str,
+        category: Category,
+        issuer: &str,
+        validity: Option<(UnixTime, UnixTime)>,
+    ) -> Issued {
+        let n = self.next_id.fetch_add(2, std::sync::atomic::Ordering::Relaxed);
+        let principal_key = SigningKey::generate(self.rng.as_ref()).unwrap();
+        let principal_cert = cert::issue_principal(
+            &self.root_key,
+            &PrincipalParams {
+                identity: identity.to_owned(),
+                category,
+                issuer: issuer.to_owned(),
+                validity,
+                revocation_id: (2u64 << 56) | n,
+            },
+            principal_key.public_key(),
+        )
+        .unwrap();
+        let static_key = StaticKeyPair::generate(self.rng.as_ref()).unwrap();
+        let handshake_cert = cert::issue_handshake(
+            &principal_key,
+            &principal_cert,
+            &HandshakeParams {
+                static_public_key: *static_key.public_key(),
+                handshake_ciphers: cert::DEFAULT_HANDSHAKE_CIPHERS
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+                record_protocols: cert::DEFAULT_RECORD_PROTOCOLS
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+                validity,
+                revocation_id: (2u64 << 56) | (n + 1),
+            },
+        )
+        .unwrap();
+        Issued {
+            credentials: Arc::new(LocalCredentials::new(handshake_cert.clone(), static_key).unwrap()),
+            principal_cert,
+            handshake_cert,
+            principal_revocation_id: (2u64 << 56) | n,
+            handshake_revocation_id: (2u64 << 56) | (n + 1),
+        }
+    }
+
+    /// A verifier trusting this PKI with `policy`.
+    pub fn verifier(&self, policy: Policy) -> Arc<Verifier> {
+        Arc::new(Verifier::new(self.root.clone(), Arc::new(policy)))
+    }
+}
+
+/// How [`drive`] moves bytes between the two sides.
+#[derive(Clone, Copy, Debug)]
+pub enum Delivery {
+    /// Everything available at once.
+    Whole,
+    /// One byte per call.
+    ByteAtATime,
+    /// Chunks of this size.
+    Chunks(usize),
+}
+
+/// Runs two handshakes against each other in memory (bounded: gives up after
+/// 10,000 steps). Returns both outcomes, or the first error and which side.
+pub fn drive(
+    client: &mut dyn Handshake,
+    server: &mut dyn Handshake,
+    delivery: Delivery,
+) -> Result<(HandshakeOutcome, HandshakeOutcome), (&'static str, HandshakeError)> {
+    let mut to_server = Vec::new();
+    let mut to_client = Vec::new();
+    for _ in 0..10_000 {
+        client.poll_output(&mut to_server);
+        server.poll_output(&mut to_client);
+        let mut progressed = feed("server", &mut to_server, server, delivery)?;
+        progressed |= feed("client", &mut to_client, client, delivery)?;
+        client.poll_output(&mut to_server);
+        if client.is_done() && server.is_done() {
+            let c = client.take_outcome().unwrap();
+            let s = server.take_outcome().unwrap();
+            return Ok((c, s));
+        }
+        if !progressed && to_server.is_empty() && to_client.is_empty() {
+            panic!("handshake stalled");
+        }
+    }
+    panic!("handshake did not finish in 10,000 steps")
+}
+
+fn feed(
+    side: &'static str,
+    input: &mut Vec<u8>,
+    hs: &mut dyn Handshake,
+    delivery: Delivery,
+) -> Result<bool, (&'static str, HandshakeError)> {
+    if input.is_empty() || hs.is_done() {
+        return Ok(false);
+    }
+    let n = match delivery {
+        Delivery::Whole => input.len(),
+        Delivery::ByteAtATime => 1,
+        Delivery::Chunks(c) => c.min(input.len()),
+    };
+    let used = hs.handle_input(&input[..n]).map_err(|e| (side, e))?;
+    assert!(used <= n);
+    if used < n && !hs.is_done() {
+        panic!("{side} consumed {used} of {n} bytes without finishing");
+    }
+    input.drain(..used);
+    Ok(used > 0)
+}

@@ -1,0 +1,705 @@
+//! Handshake state machines against each other, in memory and deterministic.
+
+use std::sync::Arc;
+
+use alts_core::UnixTime;
+use alts_core::cert::{Category, CertError};
+use alts_core::crl::RevocationList;
+use alts_core::handshake::{
+    ClientHandshake, ClientOptions, Handshake, HandshakeConfig, HandshakeError, HandshakeOutcome, Resumption,
+    ResumptionConfig, ServerHandshake,
+};
+use alts_core::policy::Policy;
+use alts_core::record::RecordProtocol;
+use alts_core::resumption::{ResumptionKey, ResumptionKeys};
+use alts_core::testing::{Delivery, Issued, NOW, TestPki, deterministic_provider, drive};
+use alts_core::verify::Verifier;
+use alts_proto::Message;
+use alts_proto::alts_v1::{HandshakeMessage, handshake_message::Msg};
+use bytes::BytesMut;
+
+struct World {
+    pki: TestPki,
+    client: Issued,
+    server: Issued,
+}
+
+fn world() -> World {
+    let pki = TestPki::new(b"handshake tests");
+    let client = pki.issue("frontend-prod", Category::Workload, "scheduler");
+    let server = pki.issue("backend-prod", Category::Workload, "scheduler");
+    World { pki, client, server }
+}
+
+fn config(w: &World, who: &Issued, seed: &[u8]) -> HandshakeConfig {
+    HandshakeConfig::new(
+        who.credentials.clone(),
+        w.pki.verifier(Policy::allow_all_for_tests()),
+        deterministic_provider(seed),
+    )
+}
+
+fn run(
+    c: HandshakeConfig,
+    s: HandshakeConfig,
+    opts: ClientOptions,
+    d: Delivery,
+) -> Result<(HandshakeOutcome, HandshakeOutcome), (&'static str, HandshakeError)> {
+    let mut client = ClientHandshake::new(Arc::new(c), opts, NOW).unwrap();
+    let mut server = ServerHandshake::new(Arc::new(s), NOW);
+    drive(&mut client, &mut server, d)
+}
+
+/// Records sealed by each side open on the other, both ways.
+fn assert_records_interoperate(c: &HandshakeOutcome, s: &HandshakeOutcome) {
+    assert_eq!(c.record_protocol, s.record_protocol);
+    assert_eq!(&c.key_data[..], &s.key_data[..]);
+    let (mut cs, mut co) = c.record_layer(c.record_config()).unwrap();
+    let (mut ss, mut so) = s.record_layer(s.record_config()).unwrap();
+    for (msg, sealer, opener) in [(&b"ping"[..], &mut cs, &mut so), (&b"pong"[..], &mut ss, &mut co)] {
+        let mut wire = BytesMut::new();
+        sealer.seal(msg, &mut wire).unwrap();
+        let got = opener.open(&mut wire).unwrap().unwrap();
+        assert_eq!(&got[..], msg);
+    }
+}
+
+#[test]
+fn full_handshake_in_every_chunking() {
+    let w = world();
+    for d in [Delivery::Whole, Delivery::ByteAtATime, Delivery::Chunks(7)] {
+        let (c, s) = run(
+            config(&w, &w.client, b"c"),
+            config(&w, &w.server, b"s"),
+            ClientOptions::default(),
+            d,
+        )
+        .unwrap();
+        assert_eq!(c.peer.identity, "backend-prod");
+        assert_eq!(s.peer.identity, "frontend-prod");
+        assert_eq!(c.local_identity, "frontend-prod");
+        assert_eq!(c.record_protocol, RecordProtocol::GcmAes128Rekey);
+        assert_eq!(c.key_data.len(), 44);
+        assert_eq!(c.resumption, Resumption::NotAttempted);
+        assert!(!c.pfs && !s.pfs);
+        assert_eq!(c.max_frame_size, s.max_frame_size);
+        assert_eq!(c.rpc_version, s.rpc_version);
+        assert_records_interoperate(&c, &s);
+    }
+}
+
+#[test]
+fn same_keys_and_seeds_give_same_secrets_only_with_same_nonces() {
+    let w = world();
+    let (a, _) = run(
+        config(&w, &w.client, b"c1"),
+        config(&w, &w.server, b"s"),
+        ClientOptions::default(),
+        Delivery::Whole,
+    )
+    .unwrap();
+    let (b, _) = run(
+        config(&w, &w.client, b"c2"),
+        config(&w, &w.server, b"s"),
+        ClientOptions::default(),
+        Delivery::Whole,
+    )
+    .unwrap();
+    assert_ne!(
+        &a.key_data[..],
+        &b.key_data[..],
+        "fresh nonces must give fresh keys"
+    );
+}
+
+#[test]
+fn record_protocol_is_the_first_of_the_clients_list_the_server_supports() {
+    let w = world();
+    let mut c = config(&w, &w.client, b"c");
+    c.record_protocols = vec![RecordProtocol::GmacAes128Rekey, RecordProtocol::GcmAes128Rekey];
+    let mut s = config(&w, &w.server, b"s");
+    s.record_protocols = vec![RecordProtocol::GcmAes128Rekey, RecordProtocol::GcmAes128];
+    let (co, so) = run(c.clone(), s.clone(), ClientOptions::default(), Delivery::Whole).unwrap();
+    assert_eq!(co.record_protocol, RecordProtocol::GcmAes128Rekey);
+    assert_records_interoperate(&co, &so);
+
+    s.record_protocols = vec![RecordProtocol::GcmAes128];
+    let err = run(c, s, ClientOptions::default(), Delivery::Whole).unwrap_err();
+    assert!(
+        matches!(err, ("server", HandshakeError::NoCommonRecordProtocol { .. })),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn gmac_integrity_only_negotiates() {
+    let w = world();
+    let mut c = config(&w, &w.client, b"c");
+    c.record_protocols = vec![RecordProtocol::GmacAes128Rekey];
+    let (co, so) = run(
+        c,
+        config(&w, &w.server, b"s"),
+        ClientOptions::default(),
+        Delivery::Whole,
+    )
+    .unwrap();
+    assert_eq!(co.record_protocol, RecordProtocol::GmacAes128Rekey);
+    assert_records_interoperate(&co, &so);
+}
+
+#[test]
+fn rpc_versions_must_overlap() {
+    let w = world();
+    let mut c = config(&w, &w.client, b"c");
+    c.rpc_versions.max.major = 1;
+    c.rpc_versions.min.major = 1;
+    let err = run(
+        c,
+        config(&w, &w.server, b"s"),
+        ClientOptions::default(),
+        Delivery::Whole,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, ("server", HandshakeError::NoCommonRpcVersion)),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn pfs_mixes_ephemeral_keys() {
+    let w = world();
+    let mut c = config(&w, &w.client, b"c");
+    c.pfs = true;
+    let (co, so) = run(
+        c,
+        config(&w, &w.server, b"s"),
+        ClientOptions::default(),
+        Delivery::ByteAtATime,
+    )
+    .unwrap();
+    assert!(co.pfs && so.pfs);
+    assert_records_interoperate(&co, &so);
+
+    // A server that requires PFS refuses a client that does not offer it.
+    let mut s = config(&w, &w.server, b"s");
+    s.require_pfs = true;
+    let err = run(
+        config(&w, &w.client, b"c"),
+        s,
+        ClientOptions::default(),
+        Delivery::Whole,
+    )
+    .unwrap_err();
+    assert!(matches!(err, ("server", HandshakeError::PfsRequired)), "{err:?}");
+}
+
+#[test]
+fn kci_resistant_variant() {
+    let w = world();
+    let mut c = config(&w, &w.client, b"c");
+    c.kci_resistant = true;
+    let mut s = config(&w, &w.server, b"s");
+    s.kci_resistant = true;
+    let (co, so) = run(c, s.clone(), ClientOptions::default(), Delivery::Chunks(3)).unwrap();
+    assert!(co.kci_resistant && so.kci_resistant && co.pfs);
+    assert_records_interoperate(&co, &so);
+    // A server requiring the variant refuses a plain client.
+    let err = run(
+        config(&w, &w.client, b"c"),
+        s,
+        ClientOptions::default(),
+        Delivery::Whole,
+    )
+    .unwrap_err();
+    assert!(matches!(err, ("server", HandshakeError::KciRequired)), "{err:?}");
+}
+
+#[test]
+fn target_identity_mismatch_is_refused_by_the_client() {
+    let w = world();
+    let opts = ClientOptions {
+        target_identities: vec!["payments-prod".into()],
+        session_key: None,
+    };
+    let err = run(
+        config(&w, &w.client, b"c"),
+        config(&w, &w.server, b"s"),
+        opts,
+        Delivery::Whole,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, ("client", HandshakeError::TargetIdentityMismatch { .. })),
+        "{err:?}"
+    );
+    let ok = ClientOptions {
+        target_identities: vec!["x".into(), "backend-prod".into()],
+        session_key: None,
+    };
+    run(
+        config(&w, &w.client, b"c"),
+        config(&w, &w.server, b"s"),
+        ok,
+        Delivery::Whole,
+    )
+    .unwrap();
+}
+
+#[test]
+fn server_predicate_refuses_dev_clients() {
+    let w = world();
+    let dev = w.pki.issue("frontend-dev", Category::Workload, "scheduler");
+    let mut s = config(&w, &w.server, b"s");
+    s.client_predicate = Some(Arc::new(|p| {
+        if p.identity.ends_with("-dev") {
+            Err("dev identities may not call production".into())
+        } else {
+            Ok(())
+        }
+    }));
+    let err = run(
+        config(&w, &dev, b"c"),
+        s,
+        ClientOptions::default(),
+        Delivery::Whole,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, ("server", HandshakeError::ClientRefused { .. })),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn wrong_root_is_refused_both_ways() {
+    let w = world();
+    let other = TestPki::new(b"another signing service");
+    let stranger = other.issue("backend-prod", Category::Workload, "scheduler");
+    // Client faces a server whose chain comes from another root.
+    let err = run(
+        config(&w, &w.client, b"c"),
+        config(&w, &stranger, b"s"),
+        ClientOptions::default(),
+        Delivery::Whole,
+    )
+    .unwrap_err();
+    assert!(matches!(err, ("client", HandshakeError::PeerCert(_))), "{err:?}");
+    // Server faces such a client.
+    let err = run(
+        config(&w, &stranger, b"c"),
+        config(&w, &w.server, b"s"),
+        ClientOptions::default(),
+        Delivery::Whole,
+    )
+    .unwrap_err();
+    assert!(matches!(err, ("server", HandshakeError::PeerCert(_))), "{err:?}");
+}
+
+#[test]
+fn revoked_and_expired_and_policy_refused_clients() {
+    let w = world();
+    // Revoked handshake certificate.
+    let crl = RevocationList::build_signed([w.client.handshake_revocation_id], &w.pki.root_key, NOW).unwrap();
+    let crl = Arc::new(RevocationList::from_signed_bytes(&crl, &w.pki.root).unwrap());
+    let mut s = config(&w, &w.server, b"s");
+    s.verifier =
+        Arc::new(Verifier::new(w.pki.root.clone(), Arc::new(Policy::allow_all_for_tests())).with_crl(crl));
+    let err = run(
+        config(&w, &w.client, b"c"),
+        s,
+        ClientOptions::default(),
+        Delivery::Whole,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ("server", HandshakeError::PeerCert(CertError::Revoked { .. }))
+        ),
+        "{err:?}"
+    );
+
+    // Expired.
+    let old = w.pki.issue_with(
+        "frontend-prod",
+        Category::Workload,
+        "scheduler",
+        Some((UnixTime(0), UnixTime(1000))),
+    );
+    let err = run(
+        config(&w, &old, b"c"),
+        config(&w, &w.server, b"s"),
+        ClientOptions::default(),
+        Delivery::Whole,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ("server", HandshakeError::PeerCert(CertError::Expired { .. }))
+        ),
+        "{err:?}"
+    );
+
+    // Policy: mallory may not issue network-admin.
+    let policy = Policy::from_toml(
+        r#"
+        [[rule]]
+        issuer = "scheduler"
+        categories = ["workload"]
+        identities = ["*-prod"]
+        "#,
+    )
+    .unwrap();
+    let mallory = w.pki.issue("network-admin", Category::Person, "mallory");
+    let mut s = config(&w, &w.server, b"s");
+    s.verifier = w.pki.verifier(policy);
+    let err = run(
+        config(&w, &mallory, b"c"),
+        s.clone(),
+        ClientOptions::default(),
+        Delivery::Whole,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, ("server", HandshakeError::PeerCert(CertError::Policy(_)))),
+        "{err:?}"
+    );
+    run(
+        config(&w, &w.client, b"c"),
+        s,
+        ClientOptions::default(),
+        Delivery::Whole,
+    )
+    .unwrap();
+}
+
+// ---- resumption ----
+
+fn rkeys(seed: u8) -> Arc<ResumptionKeys> {
+    Arc::new(ResumptionKeys::new(
+        ResumptionKey::new([seed; 16], &[seed; 32]),
+        vec![],
+    ))
+}
+
+#[test]
+fn client_side_ticket_resumes_with_another_server_instance_once() {
+    let w = world();
+    let mut c = config(&w, &w.client, b"c");
+    c.resumption = Some(ResumptionConfig::new(rkeys(1)));
+    let server_keys = rkeys(2);
+    let mut s1 = config(&w, &w.server, b"s1");
+    s1.resumption = Some(ResumptionConfig::new(server_keys.clone()));
+    // A second instance of the same identity sharing the RID key (and a replay guard).
+    let mut s2 = config(&w, &w.server, b"s2");
+    let mut r2 = ResumptionConfig::new(server_keys);
+    r2.replay_guard = s1.resumption.as_ref().unwrap().replay_guard.clone();
+    s2.resumption = Some(r2);
+
+    let (c1, _) = run(c.clone(), s1.clone(), ClientOptions::default(), Delivery::Whole).unwrap();
+    assert_eq!(c1.resumption, Resumption::NotAttempted);
+    let cache = c.resumption.as_ref().unwrap().client_cache.clone();
+    assert_eq!(cache.len(""), 1);
+    let stolen = cache.take("", NOW).unwrap();
+    cache.put("", stolen.clone());
+
+    let (c2, s2o) = run(
+        c.clone(),
+        s2.clone(),
+        ClientOptions::default(),
+        Delivery::ByteAtATime,
+    )
+    .unwrap();
+    assert_eq!(c2.resumption, Resumption::ClientTicket);
+    assert_eq!(s2o.resumption, Resumption::ClientTicket);
+    assert_eq!(s2o.peer.identity, "frontend-prod");
+    assert_eq!(c2.peer.identity, "backend-prod");
+    assert_records_interoperate(&c2, &s2o);
+    assert_ne!(&c1.key_data[..], &c2.key_data[..]);
+
+    // Replaying the same ticket: refused, and the connection falls back to a full handshake.
+    let _fresh = cache.take("", NOW);
+    cache.put("", stolen);
+    let (c3, s3) = run(c.clone(), s1.clone(), ClientOptions::default(), Delivery::Whole).unwrap();
+    assert!(
+        matches!(s3.resumption, Resumption::Refused(ref r) if r.contains("replay")),
+        "{:?}",
+        s3.resumption
+    );
+    assert!(matches!(c3.resumption, Resumption::Refused(_)));
+    assert_records_interoperate(&c3, &s3);
+}
+
+#[test]
+fn ticket_for_unknown_rid_or_other_identity_falls_back() {
+    let w = world();
+    let mut c = config(&w, &w.client, b"c");
+    c.resumption = Some(ResumptionConfig::new(rkeys(1)));
+    let mut s = config(&w, &w.server, b"s");
+    s.resumption = Some(ResumptionConfig::new(rkeys(2)));
+    run(c.clone(), s, ClientOptions::default(), Delivery::Whole).unwrap();
+
+    // A server with another RID key cannot open it.
+    let mut other_rid = config(&w, &w.server, b"s");
+    other_rid.resumption = Some(ResumptionConfig::new(rkeys(3)));
+    let (_, so) = run(c.clone(), other_rid, ClientOptions::default(), Delivery::Whole).unwrap();
+    assert!(
+        matches!(so.resumption, Resumption::Refused(ref r) if r.contains("RID")),
+        "{:?}",
+        so.resumption
+    );
+
+    // A server of another identity holding the same RID key refuses a ticket sealed for backend-prod.
+    run(
+        c.clone(),
+        {
+            let mut s = config(&w, &w.server, b"s");
+            s.resumption = Some(ResumptionConfig::new(rkeys(2)));
+            s
+        },
+        ClientOptions::default(),
+        Delivery::Whole,
+    )
+    .unwrap();
+    let imposter = w.pki.issue("storage-prod", Category::Workload, "scheduler");
+    let mut s_other = config(&w, &imposter, b"s");
+    s_other.resumption = Some(ResumptionConfig::new(rkeys(2)));
+    let (_, so) = run(c, s_other, ClientOptions::default(), Delivery::Whole).unwrap();
+    assert!(
+        matches!(so.resumption, Resumption::Refused(ref r) if r.contains("identity")),
+        "{:?}",
+        so.resumption
+    );
+}
+
+#[test]
+fn server_side_ticket_resumes() {
+    let w = world();
+    let client_keys = rkeys(1);
+    let mut c = config(&w, &w.client, b"c");
+    c.resumption = Some(ResumptionConfig::new(client_keys.clone()));
+    let mut s = config(&w, &w.server, b"s");
+    s.resumption = Some(ResumptionConfig::new(rkeys(2)));
+    run(c, s.clone(), ClientOptions::default(), Delivery::Whole).unwrap();
+
+    // Another client instance of the same identity (same RID key, empty ticket cache).
+    let mut c2 = config(&w, &w.client, b"c2");
+    c2.resumption = Some(ResumptionConfig::new(client_keys));
+    let (co, so) = run(
+        c2.clone(),
+        s.clone(),
+        ClientOptions::default(),
+        Delivery::Chunks(5),
+    )
+    .unwrap();
+    assert_eq!(co.resumption, Resumption::ServerTicket);
+    assert_eq!(so.resumption, Resumption::ServerTicket);
+    assert_eq!(co.peer.identity, "backend-prod");
+    assert_records_interoperate(&co, &so);
+
+    // Each stored ticket is used once: the resumed handshake stored a fresh one (R'),
+    // so one more resumption works, with new keys.
+    let mut c3 = c2.clone();
+    c3.resumption.as_mut().unwrap().client_cache = Default::default();
+    let (co3, _) = run(c3, s, ClientOptions::default(), Delivery::Whole).unwrap();
+    assert_eq!(co3.resumption, Resumption::ServerTicket);
+    assert_ne!(&co.key_data[..], &co3.key_data[..]);
+}
+
+// ---- tampering: a man in the middle edits messages ----
+
+fn reframe(m: Msg) -> Vec<u8> {
+    let body = HandshakeMessage { msg: Some(m) }.encode_to_vec();
+    let mut out = (body.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(&body);
+    out
+}
+
+fn unframe(b: &[u8]) -> Msg {
+    HandshakeMessage::decode(&b[4..]).unwrap().msg.unwrap()
+}
+
+fn split_frames(mut b: &[u8]) -> Vec<Vec<u8>> {
+    let mut v = Vec::new();
+    while !b.is_empty() {
+        let len = u32::from_be_bytes(b[..4].try_into().unwrap()) as usize;
+        v.push(b[..4 + len].to_vec());
+        b = &b[4 + len..];
+    }
+    v
+}
+
+/// Runs a handshake with `edit` applied to the message at position `which`
+/// (0 = ClientInit, 1 = ServerInit, 2 = ServerFinished, 3 = ClientFinished).
+fn tampered(
+    w: &World,
+    which: usize,
+    edit: impl FnOnce(Msg) -> Vec<u8>,
+) -> Result<(), (&'static str, HandshakeError)> {
+    let mut client = ClientHandshake::new(
+        Arc::new(config(w, &w.client, b"c")),
+        ClientOptions::default(),
+        NOW,
+    )
+    .unwrap();
+    let mut server = ServerHandshake::new(Arc::new(config(w, &w.server, b"s")), NOW);
+    let mut edit = Some(edit);
+    let mut apply = |idx: usize, frame: Vec<u8>| -> Vec<u8> {
+        if idx == which {
+            (edit.take().unwrap())(unframe(&frame))
+        } else {
+            frame
+        }
+    };
+    let mut ci = Vec::new();
+    client.poll_output(&mut ci);
+    let ci = apply(0, ci);
+    server.handle_input(&ci).map_err(|e| ("server", e))?;
+    let mut flight = Vec::new();
+    server.poll_output(&mut flight);
+    let frames = split_frames(&flight);
+    let mut to_client = apply(1, frames[0].clone());
+    to_client.extend(apply(2, frames[1].clone()));
+    client.handle_input(&to_client).map_err(|e| ("client", e))?;
+    let mut cf = Vec::new();
+    client.poll_output(&mut cf);
+    let cf = apply(3, cf);
+    server.handle_input(&cf).map_err(|e| ("server", e))?;
+    assert!(client.is_done() && server.is_done());
+    Ok(())
+}
+
+#[test]
+fn untampered_manual_run_succeeds() {
+    tampered(&world(), 99, |_| unreachable!()).unwrap();
+}
+
+#[test]
+fn every_tamper_is_refused() {
+    let w = world();
+    let other_server = w.pki.issue("backend-prod", Category::Workload, "scheduler");
+    type Edit = Box<dyn FnOnce(Msg) -> Vec<u8>>;
+    let cases: Vec<(&str, usize, Edit, &str)> = vec![
+        (
+            "client nonce changed",
+            0,
+            Box::new(|m| {
+                let Msg::ClientInit(mut ci) = m else { panic!() };
+                ci.nonce[0] ^= 1;
+                reframe(Msg::ClientInit(ci))
+            }),
+            "ServerFinished",
+        ),
+        (
+            "client cipher list reordered",
+            0,
+            Box::new(|m| {
+                let Msg::ClientInit(mut ci) = m else { panic!() };
+                ci.record_protocols.reverse();
+                reframe(Msg::ClientInit(ci))
+            }),
+            "ServerFinished",
+        ),
+        (
+            "record protocol downgraded",
+            1,
+            Box::new(|m| {
+                let Msg::ServerInit(mut si) = m else { panic!() };
+                si.record_protocol = "ALTSRP_GMAC_AES128_REKEY".into();
+                reframe(Msg::ServerInit(si))
+            }),
+            "ServerFinished",
+        ),
+        (
+            "server nonce changed",
+            1,
+            Box::new(|m| {
+                let Msg::ServerInit(mut si) = m else { panic!() };
+                si.nonce[5] ^= 0x80;
+                reframe(Msg::ServerInit(si))
+            }),
+            "ServerFinished",
+        ),
+        (
+            "server cert swapped",
+            1,
+            Box::new(move |m| {
+                let Msg::ServerInit(mut si) = m else { panic!() };
+                si.handshake_cert = other_server.handshake_cert.clone();
+                reframe(Msg::ServerInit(si))
+            }),
+            "ServerFinished",
+        ),
+        (
+            "server cert corrupted",
+            1,
+            Box::new(|m| {
+                let Msg::ServerInit(mut si) = m else { panic!() };
+                let n = si.handshake_cert.len();
+                si.handshake_cert[n - 3] ^= 1;
+                reframe(Msg::ServerInit(si))
+            }),
+            "peer certificate",
+        ),
+        (
+            "ServerFinished bit flip",
+            2,
+            Box::new(|m| {
+                let Msg::ServerFinished(mut sf) = m else { panic!() };
+                sf.mac[31] ^= 1;
+                reframe(Msg::ServerFinished(sf))
+            }),
+            "ServerFinished",
+        ),
+        (
+            "ClientFinished bit flip",
+            3,
+            Box::new(|m| {
+                let Msg::ClientFinished(mut cf) = m else { panic!() };
+                cf.mac[0] ^= 0x40;
+                reframe(Msg::ClientFinished(cf))
+            }),
+            "ClientFinished",
+        ),
+        (
+            "ServerFinished sent first",
+            1,
+            Box::new(|_| reframe(Msg::ServerFinished(Default::default()))),
+            "expected ServerInit",
+        ),
+        (
+            "truncated ClientInit",
+            0,
+            Box::new(|m| {
+                let mut f = reframe(m);
+                f.truncate(f.len() - 10);
+                let l = (f.len() - 4) as u32;
+                f[..4].copy_from_slice(&l.to_be_bytes());
+                f
+            }),
+            "malformed",
+        ),
+        (
+            "oversized length",
+            0,
+            Box::new(|_| u32::MAX.to_be_bytes().to_vec()),
+            "exceeds the limit",
+        ),
+        (
+            "empty message",
+            0,
+            Box::new(|_| 0u32.to_be_bytes().to_vec()),
+            "malformed",
+        ),
+    ];
+    for (name, which, edit, expect) in cases {
+        let err = tampered(&w, which, edit).expect_err(name);
+        let text = err.1.to_string();
+        assert!(
+            text.contains(expect),
+            "{name}: got {err:?}, expected an error mentioning {expect:?}"
+        );
+    }
+}
