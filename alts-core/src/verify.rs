@@ -130,6 +130,13 @@ impl Verifier {
         self
     }
 
+    /// Replaces the policy (the principal cache is kept: it only caches
+    /// signature checks).
+    pub fn with_policy(mut self, policy: Arc<Policy>) -> Self {
+        self.policy = policy;
+        self
+    }
+
     /// Sets the clock-skew allowance in seconds (negative values count as 0).
     pub fn with_clock_skew(mut self, secs: i64) -> Self {
         self.skew = secs.max(0);
