@@ -1,1 +1,285 @@
-//! (to be written)
+//! Verification of a peer's handshake certificate (ALTS-NOTES §2–§4): sizes,
+//! decoding, root → principal → handshake signatures, validity windows (with
+//! a clock-skew allowance), the revocation list for both certificates, then
+//! the policy. The result is a [`VerifiedPeer`] or a [`CertError`] naming the
+//! exact failing check.
+//!
+//! Verified principal certificates are cached by a digest of their exact
+//! bytes (bounded, FIFO eviction), so repeated handshakes with the same peer
+//! skip the principal signature check. Validity, revocation and policy are
+//! checked on every call, cache hit or not.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use prost::Message;
+
+use crate::UnixTime;
+pub use crate::cert::CertError;
+use crate::cert::{
+    Category, HANDSHAKE_CONTEXT, PRINCIPAL_CONTEXT, ParsedHandshake, ParsedPrincipal, PrincipalCertInfo,
+    RootKey, check_expiry, verify_signature,
+};
+use crate::crl::RevocationList;
+use crate::crypto::sha256;
+use crate::policy::{Policy, PolicyAllowed};
+
+/// Default clock-skew allowance, in seconds.
+pub const DEFAULT_CLOCK_SKEW_SECS: i64 = 300;
+/// Default number of verified principal certificates kept in the cache.
+pub const DEFAULT_CACHE_CAPACITY: usize = 1024;
+
+/// A peer whose handshake certificate passed every check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedPeer {
+    /// The authenticated identity.
+    pub identity: String,
+    /// Its category.
+    pub category: Category,
+    /// Who requested its principal certificate.
+    pub issuer: String,
+    /// Revocation ID of the principal certificate.
+    pub principal_revocation_id: u64,
+    /// Revocation ID of the handshake certificate.
+    pub handshake_revocation_id: u64,
+    /// Earliest expiry of the two certificates; `None` = no expiry.
+    pub not_after: Option<UnixTime>,
+    /// The static X25519 public key to use in the handshake.
+    pub static_public_key: [u8; 32],
+    /// The peer's handshake ciphers, preferred first.
+    pub handshake_ciphers: Vec<String>,
+    /// The peer's record protocols, preferred first.
+    pub record_protocols: Vec<String>,
+}
+
+/// A principal certificate that passed every check on its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedPrincipal {
+    /// The decoded certificate.
+    pub info: PrincipalCertInfo,
+    /// Which policy rule allowed it.
+    pub allowed: PolicyAllowed,
+}
+
+struct Cache {
+    map: HashMap<[u8; 32], PrincipalCertInfo>,
+    order: VecDeque<[u8; 32]>,
+    capacity: usize,
+}
+
+impl Cache {
+    fn get(&self, key: &[u8; 32]) -> Option<PrincipalCertInfo> {
+        self.map.get(key).cloned()
+    }
+
+    fn insert(&mut self, key: [u8; 32], info: PrincipalCertInfo) {
+        if self.capacity == 0 || self.map.contains_key(&key) {
+            return;
+        }
+        while self.map.len() >= self.capacity {
+            match self.order.pop_front() {
+                Some(old) => {
+                    self.map.remove(&old);
+                }
+                None => break,
+            }
+        }
+        self.map.insert(key, info);
+        self.order.push_back(key);
+    }
+
+    fn clear(&mut self) {
+        self.map.clear();
+        self.order.clear();
+    }
+}
+
+/// Verifies peers' certificates against one root key, policy and (optional)
+/// revocation list. `Send + Sync`; share it behind an `Arc`.
+pub struct Verifier {
+    root: RootKey,
+    root_id: [u8; 32],
+    policy: Arc<Policy>,
+    crl: Option<Arc<RevocationList>>,
+    skew: i64,
+    cache: Mutex<Cache>,
+}
+
+impl Verifier {
+    /// A verifier trusting `root` and enforcing `policy`, with no revocation
+    /// list, a 300 s clock skew and a 1024-entry cache.
+    pub fn new(root: RootKey, policy: Arc<Policy>) -> Self {
+        Self {
+            root_id: root.key_id(),
+            root,
+            policy,
+            crl: None,
+            skew: DEFAULT_CLOCK_SKEW_SECS,
+            cache: Mutex::new(Cache {
+                map: HashMap::new(),
+                order: VecDeque::new(),
+                capacity: DEFAULT_CACHE_CAPACITY,
+            }),
+        }
+    }
+
+    /// Checks both certificates' revocation IDs against `crl`.
+    pub fn with_crl(mut self, crl: Arc<RevocationList>) -> Self {
+        self.crl = Some(crl);
+        self
+    }
+
+    /// Replaces the policy (the principal cache is kept: it only caches
+    /// signature checks).
+    pub fn with_policy(mut self, policy: Arc<Policy>) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Sets the clock-skew allowance in seconds (negative values count as 0).
+    pub fn with_clock_skew(mut self, secs: i64) -> Self {
+        self.skew = secs.max(0);
+        self
+    }
+
+    /// Sets the principal cache capacity (0 disables caching).
+    pub fn with_cache_capacity(self, capacity: usize) -> Self {
+        {
+            let mut c = self.lock_cache();
+            c.capacity = capacity;
+            c.clear();
+        }
+        self
+    }
+
+    /// The trusted root key.
+    pub fn root(&self) -> &RootKey {
+        &self.root
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &Arc<Policy> {
+        &self.policy
+    }
+
+    /// The revocation list, if any.
+    pub fn crl(&self) -> Option<&Arc<RevocationList>> {
+        self.crl.as_ref()
+    }
+
+    /// Empties the principal cache.
+    pub fn clear_cache(&self) {
+        self.lock_cache().clear();
+    }
+
+    /// Number of cached principal certificates.
+    pub fn cache_len(&self) -> usize {
+        self.lock_cache().map.len()
+    }
+
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Root → principal: root key id and signature, using the cache.
+    fn verify_principal_signature(&self, principal: &ParsedPrincipal) -> Result<(), CertError> {
+        let key = sha256(&principal.message.encode_to_vec());
+        if self.lock_cache().get(&key).as_ref() == Some(&principal.info) {
+            return Ok(());
+        }
+        if principal.info.root_key_id != self.root_id {
+            return Err(CertError::WrongRoot);
+        }
+        if !verify_signature(
+            self.root.public_key(),
+            PRINCIPAL_CONTEXT,
+            &principal.message.tbs,
+            principal.message.signature_algorithm,
+            &principal.message.signature,
+        ) {
+            return Err(CertError::BadSignature { level: "principal" });
+        }
+        self.lock_cache().insert(key, principal.info.clone());
+        Ok(())
+    }
+
+    fn check_revoked(&self, level: &'static str, id: u64) -> Result<(), CertError> {
+        match &self.crl {
+            Some(crl) if crl.is_revoked(id) => Err(CertError::Revoked { level, id }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Full check of a peer's serialized handshake certificate: sizes,
+    /// decoding, root → principal → handshake signatures, validity (± skew),
+    /// revocation of both certificates, then policy.
+    pub fn verify_handshake_cert(&self, cert: &[u8], now: UnixTime) -> Result<VerifiedPeer, CertError> {
+        let hs = ParsedHandshake::parse(cert)?;
+        self.verify_principal_signature(&hs.principal)?;
+        if !verify_signature(
+            &hs.principal.info.public_key,
+            HANDSHAKE_CONTEXT,
+            &hs.message.tbs,
+            hs.message.signature_algorithm,
+            &hs.message.signature,
+        ) {
+            return Err(CertError::BadSignature { level: "handshake" });
+        }
+        let p = &hs.principal.info;
+        p.validity.check("principal", now, self.skew)?;
+        hs.info.validity.check("handshake", now, self.skew)?;
+        self.check_revoked("principal", p.revocation_id)?;
+        self.check_revoked("handshake", hs.info.revocation_id)?;
+        self.policy.check(&p.issuer, p.category, &p.identity)?;
+        let not_after = match (p.validity.not_after, hs.info.validity.not_after) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let info = hs.info;
+        Ok(VerifiedPeer {
+            identity: info.principal.identity,
+            category: info.principal.category,
+            issuer: info.principal.issuer,
+            principal_revocation_id: info.principal.revocation_id,
+            handshake_revocation_id: info.revocation_id,
+            not_after,
+            static_public_key: info.static_public_key,
+            handshake_ciphers: info.handshake_ciphers,
+            record_protocols: info.record_protocols,
+        })
+    }
+
+    /// Full check of a serialized principal certificate on its own: root key
+    /// id, signature, validity (± skew), revocation, policy.
+    pub fn verify_principal_cert(&self, cert: &[u8], now: UnixTime) -> Result<VerifiedPrincipal, CertError> {
+        let p = ParsedPrincipal::parse(cert)?;
+        self.verify_principal_signature(&p)?;
+        let info = p.info;
+        info.validity.check("principal", now, self.skew)?;
+        self.check_revoked("principal", info.revocation_id)?;
+        let allowed = self.policy.check(&info.issuer, info.category, &info.identity)?;
+        Ok(VerifiedPrincipal { info, allowed })
+    }
+
+    /// Re-checks an already verified peer (for resumption, no signatures):
+    /// expiry (± skew), revocation of both IDs, and policy.
+    pub fn recheck(&self, peer: &VerifiedPeer, now: UnixTime) -> Result<(), CertError> {
+        check_expiry("peer", peer.not_after, now, self.skew)?;
+        self.check_revoked("principal", peer.principal_revocation_id)?;
+        self.check_revoked("handshake", peer.handshake_revocation_id)?;
+        self.policy.check(&peer.issuer, peer.category, &peer.identity)?;
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verifier")
+            .field("root", &self.root)
+            .field("crl", &self.crl)
+            .field("clock_skew", &self.skew)
+            .field("cached", &self.cache_len())
+            .finish_non_exhaustive()
+    }
+}
