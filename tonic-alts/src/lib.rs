@@ -1,6 +1,27 @@
 //! ALTS for tonic: run the ALTS handshake before HTTP/2 and hand the
 //! authenticated peer identity to interceptors and handlers.
+//!
+//! See the README for a five-line setup per side.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod authz;
+mod config;
+mod connect_info;
+mod connector;
+mod error;
+mod handshake;
+mod incoming;
+mod peer;
+mod stream;
+
 pub use alts_core;
+pub use authz::{AltsAuthzLayer, AuthzPolicy, Authorizer, authz_interceptor};
+pub use config::{AltsConfig, CredentialFiles, DEFAULT_HANDSHAKE_TIMEOUT};
+pub use connect_info::{AltsConnectInfo, AltsRequestExt};
+pub use connector::AltsConnector;
+pub use error::AltsError;
+pub use handshake::{client_handshake, server_handshake};
+pub use incoming::{AltsIncoming, DEFAULT_MAX_IN_FLIGHT};
+pub use peer::AltsPeer;
+pub use stream::AltsStream;

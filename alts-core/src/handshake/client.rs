@@ -114,7 +114,7 @@ impl ClientHandshake {
 
     fn check_target(&self, peer: &VerifiedPeer) -> Result<(), HandshakeError> {
         let t = &self.options.target_identities;
-        if !t.is_empty() && !t.iter().any(|id| *id == peer.identity) {
+        if !t.is_empty() && !t.contains(&peer.identity) {
             return Err(HandshakeError::TargetIdentityMismatch {
                 got: peer.identity.clone(),
                 targets: t.clone(),

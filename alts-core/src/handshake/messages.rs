@@ -103,10 +103,10 @@ fn check_names(list: &[String], what: &'static str) -> Result<(), HandshakeError
 }
 
 fn check_ticket(t: Option<&ResumptionTicket>) -> Result<(), HandshakeError> {
-    if let Some(t) = t {
-        if t.rid.len() != crate::resumption::RID_LEN || t.ticket.len() > MAX_TICKET {
-            return Err(HandshakeError::Malformed("resumption ticket"));
-        }
+    if let Some(t) = t
+        && (t.rid.len() != crate::resumption::RID_LEN || t.ticket.len() > MAX_TICKET)
+    {
+        return Err(HandshakeError::Malformed("resumption ticket"));
     }
     Ok(())
 }

@@ -437,7 +437,7 @@ pub trait Handshake: Send {
     fn take_outcome(&mut self) -> Option<HandshakeOutcome>;
 }
 
-fn first_common<'a>(prefs: &'a [String], supported: impl Fn(&str) -> bool) -> Option<&'a String> {
+fn first_common(prefs: &[String], supported: impl Fn(&str) -> bool) -> Option<&String> {
     prefs.iter().find(|p| supported(p))
 }
 

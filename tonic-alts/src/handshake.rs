@@ -1,0 +1,127 @@
+//! The async handshake driver: moves bytes between a socket and an
+//! `alts-core` state machine, reading the clock once at the start.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use alts_core::UnixTime;
+use alts_core::handshake::{
+    ClientHandshake, ClientOptions, Handshake, HandshakeConfig, HandshakeOutcome, ServerHandshake,
+};
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tracing::Instrument;
+
+use crate::{AltsError, AltsPeer, AltsStream};
+
+/// The current time for certificate and ticket checks.
+pub(crate) fn unix_now() -> UnixTime {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    UnixTime(i64::try_from(secs).unwrap_or(i64::MAX))
+}
+
+/// Runs `hs` over `io`. Returns the outcome, bytes read past the handshake,
+/// and (client) output still to send, which rides with the first records.
+async fn drive<IO>(
+    io: &mut IO,
+    hs: &mut dyn Handshake,
+    defer_last_write: bool,
+) -> Result<(HandshakeOutcome, BytesMut, Vec<u8>), AltsError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut out = Vec::new();
+    let mut buf = BytesMut::with_capacity(8 * 1024);
+    loop {
+        hs.poll_output(&mut out);
+        if hs.is_done() {
+            break;
+        }
+        if !out.is_empty() {
+            io.write_all(&out).await?;
+            io.flush().await?;
+            out.clear();
+        }
+        if buf.is_empty() && io.read_buf(&mut buf).await? == 0 {
+            return Err(AltsError::PeerClosed);
+        }
+        let used = hs.handle_input(&buf)?;
+        buf.advance(used);
+    }
+    if !defer_last_write && !out.is_empty() {
+        io.write_all(&out).await?;
+        io.flush().await?;
+        out.clear();
+    }
+    let outcome = hs.take_outcome().ok_or(AltsError::PeerClosed)?;
+    Ok((outcome, buf, out))
+}
+
+fn into_stream<IO>(io: IO, outcome: &HandshakeOutcome, leftover: BytesMut, pending: Vec<u8>) -> Result<AltsStream<IO>, AltsError> {
+    let (sealer, opener) = outcome.record_layer(outcome.record_config())?;
+    let peer = Arc::new(AltsPeer::from_outcome(outcome));
+    Ok(AltsStream::new(io, sealer, opener, leftover, pending, peer))
+}
+
+/// Runs the client handshake over `io` within `timeout`.
+pub async fn client_handshake<IO>(
+    mut io: IO,
+    config: Arc<HandshakeConfig>,
+    options: ClientOptions,
+    timeout: Duration,
+) -> Result<AltsStream<IO>, AltsError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let span = tracing::info_span!("alts_handshake", side = "client", peer = tracing::field::Empty, resumed = tracing::field::Empty);
+    let start = Instant::now();
+    async {
+        let mut hs = ClientHandshake::new(config, options, unix_now())?;
+        let (outcome, leftover, pending) = tokio::time::timeout(timeout, drive(&mut io, &mut hs, true))
+            .await
+            .map_err(|_| AltsError::Timeout(timeout))??;
+        finish_span(&outcome, start);
+        into_stream(io, &outcome, leftover, pending)
+    }
+    .instrument(span.clone())
+    .await
+    .inspect_err(|e| span.in_scope(|| tracing::info!(error = %e, elapsed_us = start.elapsed().as_micros() as u64, "handshake failed")))
+}
+
+/// Runs the server handshake over `io` within `timeout`.
+pub async fn server_handshake<IO>(
+    mut io: IO,
+    config: Arc<HandshakeConfig>,
+    timeout: Duration,
+) -> Result<AltsStream<IO>, AltsError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let span = tracing::info_span!("alts_handshake", side = "server", peer = tracing::field::Empty, resumed = tracing::field::Empty);
+    let start = Instant::now();
+    async {
+        let mut hs = ServerHandshake::new(config, unix_now());
+        let (outcome, leftover, pending) = tokio::time::timeout(timeout, drive(&mut io, &mut hs, false))
+            .await
+            .map_err(|_| AltsError::Timeout(timeout))??;
+        finish_span(&outcome, start);
+        into_stream(io, &outcome, leftover, pending)
+    }
+    .instrument(span.clone())
+    .await
+    .inspect_err(|e| span.in_scope(|| tracing::info!(error = %e, elapsed_us = start.elapsed().as_micros() as u64, "handshake failed")))
+}
+
+fn finish_span(o: &HandshakeOutcome, start: Instant) {
+    let span = tracing::Span::current();
+    span.record("peer", o.peer.identity.as_str());
+    span.record("resumed", o.resumption.resumed());
+    tracing::info!(
+        record_protocol = o.record_protocol.name(),
+        elapsed_us = start.elapsed().as_micros() as u64,
+        "handshake complete"
+    );
+}

@@ -1,0 +1,169 @@
+//! `AltsStream`: the record layer over any tokio byte stream.
+//!
+//! Rules (after tokio-rustls): `poll_read` reads from the socket only when no
+//! decrypted bytes are pending; `poll_write` seals into an internal buffer and
+//! is `Pending` only when it accepted nothing (the buffer is over its high
+//! water mark and the socket will not take more); a zero-byte socket write is
+//! `WriteZero`; record errors are `InvalidData` and fuse the read side.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use alts_core::record::{Opener, Sealer};
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_util::io::poll_read_buf;
+
+use crate::AltsPeer;
+
+/// Sealed bytes buffered before `poll_write` pushes back.
+const WRITE_HIGH_WATER: usize = 256 * 1024;
+/// Plaintext sealed per `poll_write` call at most.
+const MAX_WRITE_CHUNK: usize = 64 * 1024;
+/// Read granularity from the socket.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// An authenticated, encrypted ALTS connection.
+pub struct AltsStream<IO> {
+    io: IO,
+    sealer: Sealer,
+    opener: Opener,
+    /// Ciphertext read from `io`, not yet opened.
+    rbuf: BytesMut,
+    /// Opened plaintext not yet handed to the reader.
+    plain: BytesMut,
+    /// Sealed bytes (and, on a client, its ClientFinished) not yet written.
+    wbuf: BytesMut,
+    read_eof: bool,
+    peer: Arc<AltsPeer>,
+}
+
+impl<IO> AltsStream<IO> {
+    /// Wraps `io` after a completed handshake. `leftover` holds bytes the
+    /// handshake read past its last message (the peer's first records);
+    /// `pending_write` holds handshake bytes still to send (a client's
+    /// ClientFinished, sent together with its first records).
+    pub fn new(
+        io: IO,
+        sealer: Sealer,
+        opener: Opener,
+        leftover: BytesMut,
+        pending_write: Vec<u8>,
+        peer: Arc<AltsPeer>,
+    ) -> Self {
+        Self {
+            io,
+            sealer,
+            opener,
+            rbuf: leftover,
+            plain: BytesMut::new(),
+            wbuf: BytesMut::from(&pending_write[..]),
+            read_eof: false,
+            peer,
+        }
+    }
+
+    /// The authenticated peer.
+    pub fn peer(&self) -> &Arc<AltsPeer> {
+        &self.peer
+    }
+
+    /// The inner stream.
+    pub fn get_ref(&self) -> &IO {
+        &self.io
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AltsStream<IO> {
+    fn poll_flush_wbuf(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.wbuf.is_empty() {
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.wbuf))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.wbuf.advance(n);
+        }
+        self.wbuf.clear();
+        Poll::Ready(Ok(()))
+    }
+}
+
+fn invalid(e: alts_core::record::RecordError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for AltsStream<IO> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        // Pending handshake bytes (a client's ClientFinished) must reach the
+        // peer even if the application only reads.
+        if !this.wbuf.is_empty()
+            && let Poll::Ready(Err(e)) = this.poll_flush_wbuf(cx)
+        {
+            return Poll::Ready(Err(e));
+        }
+        loop {
+            if !this.plain.is_empty() {
+                let n = this.plain.len().min(buf.remaining());
+                buf.put_slice(&this.plain[..n]);
+                this.plain.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            if let Some(p) = this.opener.open(&mut this.rbuf).map_err(invalid)? {
+                this.plain = p;
+                continue;
+            }
+            if this.read_eof {
+                return if this.rbuf.is_empty() {
+                    Poll::Ready(Ok(()))
+                } else {
+                    Poll::Ready(Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed inside an ALTS record")))
+                };
+            }
+            if this.rbuf.capacity() - this.rbuf.len() < READ_CHUNK / 4 {
+                this.rbuf.reserve(READ_CHUNK);
+            }
+            if ready!(poll_read_buf(Pin::new(&mut this.io), cx, &mut this.rbuf))? == 0 {
+                this.read_eof = true;
+            }
+        }
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for AltsStream<IO> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        if this.wbuf.len() >= WRITE_HIGH_WATER {
+            match this.poll_flush_wbuf(cx) {
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending if this.wbuf.len() >= WRITE_HIGH_WATER => return Poll::Pending,
+                _ => {}
+            }
+        }
+        let n = data.len().min(MAX_WRITE_CHUNK);
+        this.sealer.seal(&data[..n], &mut this.wbuf).map_err(invalid)?;
+        // Push what the socket takes now; the rest goes on the next write or flush.
+        if let Poll::Ready(Err(e)) = this.poll_flush_wbuf(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_flush_wbuf(cx))?;
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_flush_wbuf(cx))?;
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+impl<IO> std::fmt::Debug for AltsStream<IO> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AltsStream").field("peer", &self.peer.identity).finish_non_exhaustive()
+    }
+}
