@@ -28,7 +28,10 @@ fn stock_grpcio_client_and_server_through_our_handshaker_service() {
     let netns = root.join("interop/scripts/netns-run.sh");
 
     // 1. Namespaces available? (Checked first: no venv needed to skip.)
-    let probe = Command::new(&netns).arg("true").output().expect("run netns-run.sh");
+    let probe = Command::new(&netns)
+        .arg("true")
+        .output()
+        .expect("run netns-run.sh");
     if probe.status.code() == Some(SKIP_CODE) {
         skip(String::from_utf8_lossy(&probe.stdout).trim());
         return;
@@ -37,13 +40,20 @@ fn stock_grpcio_client_and_server_through_our_handshaker_service() {
 
     // 2. Stock grpcio venv + generated stubs.
     let t = Instant::now();
-    let setup = Command::new(root.join("interop/python/setup_venv.sh")).output().expect("run setup_venv.sh");
+    let setup = Command::new(root.join("interop/python/setup_venv.sh"))
+        .output()
+        .expect("run setup_venv.sh");
     assert!(
         setup.status.success(),
         "setup_venv.sh failed (needs PyPI access the first time):\n{}",
         String::from_utf8_lossy(&setup.stderr)
     );
-    let python = String::from_utf8_lossy(&setup.stdout).lines().last().unwrap_or_default().trim().to_owned();
+    let python = String::from_utf8_lossy(&setup.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
     println!("venv ready in {:.1}s: {python}", t.elapsed().as_secs_f64());
 
     // 3. The scenario, inside the fake-GCE namespace.
@@ -83,5 +93,8 @@ fn stock_grpcio_client_and_server_through_our_handshaker_service() {
     assert!(handshaker_log.contains("recv client_start"));
     assert!(handshaker_log.contains("recv server_start"));
     assert!(handshaker_log.contains("key_len=44"));
-    assert!(stdout.contains("is not one of the target identities"), "refusal details reach the stock caller");
+    assert!(
+        stdout.contains("is not one of the target identities"),
+        "refusal details reach the stock caller"
+    );
 }
