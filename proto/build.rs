@@ -8,6 +8,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/grpc/gcp/handshaker.proto",
         "proto/alts/v1/credentials.proto",
         "proto/alts/v1/handshake.proto",
+        "proto/grpc/testing/empty.proto",
+        "proto/grpc/testing/messages.proto",
+        "proto/grpc/testing/test.proto",
+        "proto/grpc/health/v1/health.proto",
     ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");

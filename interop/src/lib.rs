@@ -1,2 +1,32 @@
 //! Interoperability with stock gRPC ALTS stacks.
+//!
+//! - [`handshaker_service`]: `grpc.gcp.HandshakerService` over a sans-IO
+//!   [`HandshakeEngine`](handshaker_service::HandshakeEngine), so unmodified
+//!   Go/Python/C++/Java gRPC apps can run our handshake.
+//! - `null_engine` (feature `insecure-test-engine` only): an INSECURE
+//!   engine used to test the plumbing with stock gRPC.
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod handshaker_service;
+#[cfg(feature = "insecure-test-engine")]
+pub mod null_engine;
+
+use std::net::SocketAddr;
+
+/// Serves `service` on `listener` until `shutdown` resolves.
+pub async fn serve_handshaker(
+    listener: tokio::net::TcpListener,
+    service: handshaker_service::AltsHandshakerService,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    tonic::transport::Server::builder()
+        .add_service(service.into_server())
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
+        .await
+}
+
+/// Binds `addr` for [`serve_handshaker`].
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}

@@ -17,4 +17,16 @@ pub mod alts_v1 {
     tonic::include_proto!("alts.v1");
 }
 
+/// `grpc.testing`: the interop test service subset (EmptyCall, UnaryCall).
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod grpc_testing {
+    tonic::include_proto!("grpc.testing");
+}
+
+/// `grpc.health.v1`: the standard gRPC health checking protocol.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod grpc_health_v1 {
+    tonic::include_proto!("grpc.health.v1");
+}
+
 pub use prost::Message;
