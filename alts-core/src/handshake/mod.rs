@@ -234,7 +234,7 @@ impl ResumptionConfig {
         Self {
             keys,
             ticket_lifetime_secs: 2 * 3600,
-            replay_guard: Arc::new(crate::resumption::InMemoryReplayGuard::new(100_000)),
+            replay_guard: Arc::new(crate::resumption::InMemoryReplayGuard::new(1_000_000)),
             client_cache: Arc::new(ClientSessionCache::default()),
             server_store: Arc::new(ServerTicketStore::default()),
         }
