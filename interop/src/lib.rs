@@ -3,11 +3,13 @@
 //! - [`handshaker_service`]: `grpc.gcp.HandshakerService` over a sans-IO
 //!   [`HandshakeEngine`](handshaker_service::HandshakeEngine), so unmodified
 //!   Go/Python/C++/Java gRPC apps can run our handshake.
+//! - [`engine`]: the real engine (`alts-core` handshakes) for the service.
 //! - `null_engine` (feature `insecure-test-engine` only): an INSECURE
 //!   engine used to test the plumbing with stock gRPC.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod engine;
 pub mod handshaker_service;
 #[cfg(feature = "insecure-test-engine")]
 pub mod null_engine;

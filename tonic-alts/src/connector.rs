@@ -11,6 +11,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::handshake::client_handshake;
+use crate::handshaker_client::HandshakerServiceClient;
 use crate::{AltsConfig, AltsError, AltsStream};
 
 /// A `tower::Service<Uri>` for `Endpoint::connect_with_connector`: connects
@@ -19,14 +20,43 @@ use crate::{AltsConfig, AltsError, AltsStream};
 /// is not one of the target identities.
 #[derive(Clone, Debug)]
 pub struct AltsConnector {
-    config: AltsConfig,
+    mode: Mode,
     targets: Vec<String>,
+}
+
+/// Where the handshake runs.
+#[derive(Clone, Debug)]
+enum Mode {
+    /// In process, with these settings.
+    Native(AltsConfig),
+    /// Through a `grpc.gcp.HandshakerService`.
+    Service(HandshakerServiceClient),
 }
 
 impl AltsConnector {
     /// A connector using `config`, accepting any server identity the policy allows.
     pub fn new(config: AltsConfig) -> Self {
-        Self { config, targets: Vec::new() }
+        Self {
+            mode: Mode::Native(config),
+            targets: Vec::new(),
+        }
+    }
+
+    /// A connector that runs the handshake through the
+    /// `grpc.gcp.HandshakerService` at `addr` instead of in process (e.g.
+    /// [`DEFAULT_HANDSHAKER_SERVICE`](crate::DEFAULT_HANDSHAKER_SERVICE) on
+    /// Google Cloud, or our `alts-handshaker`). The service holds the
+    /// credentials and checks the target identities.
+    pub fn via_handshaker_service(addr: impl Into<String>) -> Self {
+        Self::with_handshaker_client(HandshakerServiceClient::new(addr))
+    }
+
+    /// Like [`AltsConnector::via_handshaker_service`] with a configured client.
+    pub fn with_handshaker_client(client: HandshakerServiceClient) -> Self {
+        Self {
+            mode: Mode::Service(client),
+            targets: Vec::new(),
+        }
     }
 
     /// Accepts `identity` as the server (call several times for a set).
@@ -43,16 +73,31 @@ impl AltsConnector {
 
     /// Dials `uri` and runs the handshake.
     pub async fn connect(&self, uri: Uri) -> Result<AltsStream<TcpStream>, AltsError> {
-        let host = uri.host().ok_or_else(|| AltsError::Config(format!("URI {uri} has no host")))?;
+        let host = uri
+            .host()
+            .ok_or_else(|| AltsError::Config(format!("URI {uri} has no host")))?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 });
+        let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        });
         let tcp = TcpStream::connect((host, port)).await?;
         tcp.set_nodelay(true)?;
-        let options = ClientOptions {
-            target_identities: self.targets.clone(),
-            session_key: Some(format!("{host}:{port}")),
-        };
-        client_handshake(tcp, self.config.snapshot(), options, self.config.handshake_timeout).await
+        match &self.mode {
+            Mode::Native(config) => {
+                let options = ClientOptions {
+                    target_identities: self.targets.clone(),
+                    session_key: Some(format!("{host}:{port}")),
+                };
+                client_handshake(tcp, config.snapshot(), options, config.handshake_timeout).await
+            }
+            Mode::Service(client) => {
+                client
+                    .client_handshake(tcp, &self.targets, &format!("{host}:{port}"))
+                    .await
+            }
+        }
     }
 }
 

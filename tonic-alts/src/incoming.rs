@@ -12,7 +12,15 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use crate::handshake::server_handshake;
+use crate::handshaker_client::HandshakerServiceClient;
 use crate::{AltsConfig, AltsStream};
+
+/// Where server handshakes run.
+#[derive(Clone, Debug)]
+enum Mode {
+    Native(AltsConfig),
+    Service(HandshakerServiceClient),
+}
 
 /// Default bound on handshakes running at once.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 512;
@@ -33,14 +41,46 @@ pub struct AltsIncoming {
 impl AltsIncoming {
     /// Binds `addr` and serves ALTS on it.
     pub async fn bind(addr: impl ToSocketAddrs, config: AltsConfig) -> std::io::Result<Self> {
-        Ok(Self::new(TcpListener::bind(addr).await?, config, DEFAULT_MAX_IN_FLIGHT))
+        Ok(Self::new(
+            TcpListener::bind(addr).await?,
+            config,
+            DEFAULT_MAX_IN_FLIGHT,
+        ))
     }
 
     /// Serves ALTS on an existing listener.
     pub fn new(listener: TcpListener, config: AltsConfig, max_in_flight: usize) -> Self {
-        let local_addr = listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let local_addr = listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let (tx, rx) = mpsc::channel(max_in_flight.max(1));
-        let task = tokio::spawn(accept_loop(listener, config, max_in_flight.max(1), tx));
+        let task = tokio::spawn(accept_loop(
+            listener,
+            Mode::Native(config),
+            max_in_flight.max(1),
+            tx,
+        ));
+        Self { rx, local_addr, task }
+    }
+
+    /// Serves ALTS on `listener`, running each server handshake through the
+    /// `grpc.gcp.HandshakerService` that `service` talks to instead of in
+    /// process (see [`HandshakerServiceClient`]).
+    pub fn with_handshaker_service(
+        listener: TcpListener,
+        service: HandshakerServiceClient,
+        max_in_flight: usize,
+    ) -> Self {
+        let local_addr = listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let (tx, rx) = mpsc::channel(max_in_flight.max(1));
+        let task = tokio::spawn(accept_loop(
+            listener,
+            Mode::Service(service),
+            max_in_flight.max(1),
+            tx,
+        ));
         Self { rx, local_addr, task }
     }
 
@@ -58,14 +98,16 @@ impl Drop for AltsIncoming {
 
 async fn accept_loop(
     listener: TcpListener,
-    config: AltsConfig,
+    mode: Mode,
     max_in_flight: usize,
     tx: mpsc::Sender<AltsStream<TcpStream>>,
 ) {
     let slots = Arc::new(Semaphore::new(max_in_flight));
     let mut handshakes = JoinSet::new();
     loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else { return };
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let accepted = tokio::select! {
             a = listener.accept() => a,
             Some(_) = handshakes.join_next(), if !handshakes.is_empty() => { drop(permit); continue; }
@@ -80,12 +122,18 @@ async fn accept_loop(
             }
         };
         let _ = tcp.set_nodelay(true);
-        let cfg = config.snapshot();
-        let timeout = config.handshake_timeout;
+        let mode = match &mode {
+            Mode::Native(config) => Ok((config.snapshot(), config.handshake_timeout)),
+            Mode::Service(client) => Err(client.clone()),
+        };
         let tx = tx.clone();
         handshakes.spawn(async move {
             let _permit = permit;
-            match server_handshake(tcp, cfg, timeout).await {
+            let res = match mode {
+                Ok((cfg, timeout)) => server_handshake(tcp, cfg, timeout).await,
+                Err(client) => client.server_handshake(tcp).await,
+            };
+            match res {
                 Ok(stream) => {
                     let _ = tx.send(stream).await;
                 }

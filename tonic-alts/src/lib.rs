@@ -11,17 +11,22 @@ mod connect_info;
 mod connector;
 mod error;
 mod handshake;
+pub mod handshaker_client;
 mod incoming;
 mod peer;
 mod stream;
 
 pub use alts_core;
-pub use authz::{AltsAuthzLayer, AuthzPolicy, Authorizer, authz_interceptor};
+pub use authz::{AltsAuthzLayer, Authorizer, AuthzPolicy, authz_interceptor};
 pub use config::{AltsConfig, CredentialFiles, DEFAULT_HANDSHAKE_TIMEOUT};
 pub use connect_info::{AltsConnectInfo, AltsRequestExt};
 pub use connector::AltsConnector;
 pub use error::AltsError;
 pub use handshake::{client_handshake, server_handshake};
+pub use handshaker_client::{
+    DEFAULT_HANDSHAKER_SERVICE, HandshakerServiceClient, client_handshake_via_service,
+    server_handshake_via_service,
+};
 pub use incoming::{AltsIncoming, DEFAULT_MAX_IN_FLIGHT};
 pub use peer::AltsPeer;
 pub use stream::AltsStream;
