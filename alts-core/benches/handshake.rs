@@ -7,13 +7,22 @@ use std::sync::Arc;
 
 use alts_core::cert::Category;
 use alts_core::crypto::default_provider;
-use alts_core::handshake::{ClientHandshake, ClientOptions, HandshakeConfig, ResumptionConfig, ServerHandshake};
+use alts_core::handshake::{
+    ClientHandshake, ClientOptions, HandshakeConfig, ResumptionConfig, ServerHandshake,
+};
 use alts_core::policy::Policy;
 use alts_core::resumption::{ResumptionKey, ResumptionKeys};
 use alts_core::testing::{Delivery, NOW, TestPki, drive};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
-fn configs(resume: bool) -> (Arc<HandshakeConfig>, Arc<HandshakeConfig>, Arc<alts_core::verify::Verifier>, Arc<alts_core::verify::Verifier>) {
+fn configs(
+    resume: bool,
+) -> (
+    Arc<HandshakeConfig>,
+    Arc<HandshakeConfig>,
+    Arc<alts_core::verify::Verifier>,
+    Arc<alts_core::verify::Verifier>,
+) {
     let pki = TestPki::new(b"bench");
     let c = pki.issue("frontend-prod", Category::Workload, "scheduler");
     let s = pki.issue("backend-prod", Category::Workload, "scheduler");

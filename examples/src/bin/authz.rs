@@ -12,7 +12,9 @@ use alts_examples::echo::echo_client::EchoClient;
 use alts_examples::echo::echo_server::EchoServer;
 use alts_examples::{EchoService, Pki};
 use tonic::transport::{Endpoint, Server};
-use tonic_alts::{AltsAuthzLayer, AltsConfig, AltsConnector, AltsIncoming, Authorizer, AuthzPolicy, authz_interceptor};
+use tonic_alts::{
+    AltsAuthzLayer, AltsConfig, AltsConnector, AltsIncoming, Authorizer, AuthzPolicy, authz_interceptor,
+};
 
 const RULES: &str = r#"
 default = "deny"
@@ -35,19 +37,36 @@ async fn main() -> anyhow::Result<()> {
     let layer = AltsAuthzLayer::from_policy(AuthzPolicy::from_toml(RULES)?);
     // 2. The same decision as a closure: `AltsAuthzLayer::new(Authorizer::from_fn(...))`.
     let _closure = Authorizer::from_fn(|peer, _method| {
-        if peer.identity.ends_with("-dev") { Err("dev identities may not call production".into()) } else { Ok(()) }
+        if peer.identity.ends_with("-dev") {
+            Err("dev identities may not call production".into())
+        } else {
+            Ok(())
+        }
     });
     // 3. Or per service, as an interceptor.
     let _intercepted = EchoServer::with_interceptor(EchoService, authz_interceptor(_closure.clone()));
 
     let incoming = AltsIncoming::bind("127.0.0.1:0", AltsConfig::from_files(pki.files(&server))?).await?;
     let uri = format!("http://{}", incoming.local_addr());
-    tokio::spawn(Server::builder().layer(layer).add_service(EchoServer::new(EchoService)).serve_with_incoming(incoming));
+    tokio::spawn(
+        Server::builder()
+            .layer(layer)
+            .add_service(EchoServer::new(EchoService))
+            .serve_with_incoming(incoming),
+    );
 
     for who in [&prod, &dev] {
-        let connector = AltsConnector::new(AltsConfig::from_files(pki.files(who))?).target_identity("echo-prod");
-        let channel = Endpoint::from_shared(uri.clone())?.connect_with_connector(connector).await?;
-        let res = EchoClient::new(channel).unary(EchoRequest { message: "hi".into(), payload: vec![] }).await;
+        let connector =
+            AltsConnector::new(AltsConfig::from_files(pki.files(who))?).target_identity("echo-prod");
+        let channel = Endpoint::from_shared(uri.clone())?
+            .connect_with_connector(connector)
+            .await?;
+        let res = EchoClient::new(channel)
+            .unary(EchoRequest {
+                message: "hi".into(),
+                payload: vec![],
+            })
+            .await;
         match res {
             Ok(_) => println!("{}: allowed", who.identity),
             Err(s) => println!("{}: {:?}: {}", who.identity, s.code(), s.message()),

@@ -32,8 +32,19 @@ async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     let alts = AltsConfig::from_files(CredentialFiles::new(&a.creds, &a.root))?;
     let connector = AltsConnector::new(alts).target_identities(a.target);
-    let channel = Endpoint::from_shared(a.server)?.connect_with_connector(connector).await?;
-    let reply = EchoClient::new(channel).unary(EchoRequest { message: "hello".into(), payload: vec![] }).await?;
-    println!("reply: {:?} (server saw us as {:?})", reply.get_ref().message, reply.get_ref().peer_identity);
+    let channel = Endpoint::from_shared(a.server)?
+        .connect_with_connector(connector)
+        .await?;
+    let reply = EchoClient::new(channel)
+        .unary(EchoRequest {
+            message: "hello".into(),
+            payload: vec![],
+        })
+        .await?;
+    println!(
+        "reply: {:?} (server saw us as {:?})",
+        reply.get_ref().message,
+        reply.get_ref().peer_identity
+    );
     Ok(())
 }

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use alts_core::cert::Category;
+use alts_core::crypto::RingRandom;
 use alts_core::handshake::ResumptionConfig;
 use alts_core::resumption::{ResumptionKey, ResumptionKeys};
+use alts_examples::echo::EchoRequest;
 use alts_examples::echo::echo_client::EchoClient;
 use alts_examples::echo::echo_server::EchoServer;
-use alts_examples::echo::EchoRequest;
 use alts_examples::{EchoService, Pki};
-use alts_core::crypto::RingRandom;
 use tokio::io::AsyncWriteExt;
 use tonic::transport::{Endpoint, Server};
 use tonic_alts::{AltsAuthzLayer, AltsConfig, AltsConnector, AltsIncoming, AuthzPolicy};
@@ -47,23 +47,43 @@ impl Report {
 }
 
 fn resumption() -> anyhow::Result<ResumptionConfig> {
-    Ok(ResumptionConfig::new(Arc::new(ResumptionKeys::new(ResumptionKey::generate(&RingRandom::default())?, vec![]))))
+    Ok(ResumptionConfig::new(Arc::new(ResumptionKeys::new(
+        ResumptionKey::generate(&RingRandom::default())?,
+        vec![],
+    ))))
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "error".into())).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "error".into()))
+        .init();
     let tmp = tempfile::tempdir()?;
     let mut pki = Pki::new(tmp.path())?;
     let day = 86_400;
     let server_id = pki.issue("server", "greeter-prod", Category::Workload, "scheduler", day)?;
-    let prod = pki.issue("frontend-prod", "frontend-prod", Category::Workload, "scheduler", day)?;
-    let dev = pki.issue("frontend-dev", "frontend-dev", Category::Workload, "scheduler", day)?;
+    let prod = pki.issue(
+        "frontend-prod",
+        "frontend-prod",
+        Category::Workload,
+        "scheduler",
+        day,
+    )?;
+    let dev = pki.issue(
+        "frontend-dev",
+        "frontend-dev",
+        Category::Workload,
+        "scheduler",
+        day,
+    )?;
     let revoked = pki.issue("revoked", "batch-prod", Category::Workload, "scheduler", day)?;
     let crl = pki.write_crl("crl.bin", &[revoked.handshake_revocation_id])?;
     let policy = tmp.path().join("policy.toml");
     std::fs::write(&policy, POLICY)?;
-    println!("tonic-alts demo: throwaway CA and credentials in {}", tmp.path().display());
+    println!(
+        "tonic-alts demo: throwaway CA and credentials in {}",
+        tmp.path().display()
+    );
 
     // Server: ALTS on loopback, CRL + policy at the handshake, per-RPC authz.
     let server_cfg = AltsConfig::from_files(pki.files(&server_id).policy(&policy).crl(&crl))?
@@ -72,7 +92,10 @@ async fn main() -> anyhow::Result<()> {
     let addr = incoming.local_addr();
     let authz = AltsAuthzLayer::from_policy(AuthzPolicy::from_toml(AUTHZ)?);
     tokio::spawn(
-        Server::builder().layer(authz).add_service(EchoServer::new(EchoService)).serve_with_incoming(incoming),
+        Server::builder()
+            .layer(authz)
+            .add_service(EchoServer::new(EchoService))
+            .serve_with_incoming(incoming),
     );
     println!("server greeter-prod listening on {addr}\n");
     let uri = format!("http://{addr}");
@@ -84,34 +107,77 @@ async fn main() -> anyhow::Result<()> {
 
     // 1. A production client: RPCs succeed and the server sees its identity.
     let connector = AltsConnector::new(client_cfg(&prod)?).target_identity("greeter-prod");
-    let channel = Endpoint::from_shared(uri.clone())?.connect_with_connector(connector).await?;
-    let reply = EchoClient::new(channel).unary(EchoRequest { message: "hello".into(), payload: vec![] }).await;
+    let channel = Endpoint::from_shared(uri.clone())?
+        .connect_with_connector(connector)
+        .await?;
+    let reply = EchoClient::new(channel)
+        .unary(EchoRequest {
+            message: "hello".into(),
+            payload: vec![],
+        })
+        .await;
     match reply {
-        Ok(r) => report.check("prod client", r.get_ref().peer_identity == "frontend-prod", format!("RPC ok, server saw {:?}", r.get_ref().peer_identity)),
+        Ok(r) => report.check(
+            "prod client",
+            r.get_ref().peer_identity == "frontend-prod",
+            format!("RPC ok, server saw {:?}", r.get_ref().peer_identity),
+        ),
         Err(e) => report.check("prod client", false, e),
     }
 
     // 2. A *-dev client: the handshake succeeds, the authz layer denies the RPC.
     let connector = AltsConnector::new(client_cfg(&dev)?).target_identity("greeter-prod");
-    let channel = Endpoint::from_shared(uri.clone())?.connect_with_connector(connector).await?;
-    match EchoClient::new(channel).unary(EchoRequest { message: "hi".into(), payload: vec![] }).await {
-        Err(s) if s.code() == tonic::Code::PermissionDenied => report.check("dev client", true, format!("denied: {}", s.message())),
-        other => report.check("dev client", false, format!("expected PERMISSION_DENIED, got {other:?}")),
+    let channel = Endpoint::from_shared(uri.clone())?
+        .connect_with_connector(connector)
+        .await?;
+    match EchoClient::new(channel)
+        .unary(EchoRequest {
+            message: "hi".into(),
+            payload: vec![],
+        })
+        .await
+    {
+        Err(s) if s.code() == tonic::Code::PermissionDenied => {
+            report.check("dev client", true, format!("denied: {}", s.message()))
+        }
+        other => report.check(
+            "dev client",
+            false,
+            format!("expected PERMISSION_DENIED, got {other:?}"),
+        ),
     }
 
     // 3. A revoked client: the server refuses the handshake.
     let connector = AltsConnector::new(client_cfg(&revoked)?).target_identity("greeter-prod");
     let res = async {
-        let ch = Endpoint::from_shared(uri.clone())?.connect_with_connector(connector).await?;
-        EchoClient::new(ch).unary(EchoRequest::default()).await.map_err(anyhow::Error::from)
+        let ch = Endpoint::from_shared(uri.clone())?
+            .connect_with_connector(connector)
+            .await?;
+        EchoClient::new(ch)
+            .unary(EchoRequest::default())
+            .await
+            .map_err(anyhow::Error::from)
     }
     .await;
-    report.check("revoked client", res.is_err(), format!("refused: {}", res.err().map(|e| short(&e)).unwrap_or_default()));
+    report.check(
+        "revoked client",
+        res.is_err(),
+        format!("refused: {}", res.err().map(|e| short(&e)).unwrap_or_default()),
+    );
 
     // 4. A client expecting another server identity refuses before HTTP/2.
     let connector = AltsConnector::new(client_cfg(&prod)?).target_identity("payments-prod");
-    let res = Endpoint::from_shared(uri.clone())?.connect_with_connector(connector).await;
-    report.check("wrong target", res.is_err(), format!("refused: {}", res.err().map(|e| short(&e.into())).unwrap_or_default()));
+    let res = Endpoint::from_shared(uri.clone())?
+        .connect_with_connector(connector)
+        .await;
+    report.check(
+        "wrong target",
+        res.is_err(),
+        format!(
+            "refused: {}",
+            res.err().map(|e| short(&e.into())).unwrap_or_default()
+        ),
+    );
 
     // 5. Resumption: the second connection skips certificates and static DH.
     let cfg = client_cfg(&prod)?.with(|c| c.resumption = Some(resumption().expect("rng")));
@@ -136,7 +202,10 @@ async fn main() -> anyhow::Result<()> {
     report.check(
         "resumption",
         n_resumed + 1 >= rounds,
-        format!("{n_resumed}/{rounds} resumed; full handshake {f:?}, resumed {r:?} ({:.1}x faster)", f.as_secs_f64() / r.as_secs_f64()),
+        format!(
+            "{n_resumed}/{rounds} resumed; full handshake {f:?}, resumed {r:?} ({:.1}x faster)",
+            f.as_secs_f64() / r.as_secs_f64()
+        ),
     );
 
     println!();
