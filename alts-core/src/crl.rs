@@ -250,6 +250,54 @@ impl RevocationList {
     }
 }
 
+/// The header of a revocation list, decoded WITHOUT checking its signature
+/// and without decompressing the IDs (for display).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RevocationListInfo {
+    /// When it was issued.
+    pub issued_at: UnixTime,
+    /// The stored number of IDs.
+    pub count: u64,
+    /// SHA-256 of the root key that signed it.
+    pub root_key_id: [u8; 32],
+    /// Size of the compressed ID set in bytes.
+    pub ids_len: usize,
+}
+
+impl RevocationListInfo {
+    /// Decodes the header of a serialized `alts.v1.RevocationList`.
+    pub fn parse(bytes: &[u8]) -> Result<Self, CrlError> {
+        if bytes.len() > MAX_CRL_LEN {
+            return Err(CrlError::TooLarge {
+                what: "file",
+                len: bytes.len(),
+                max: MAX_CRL_LEN,
+            });
+        }
+        let outer =
+            pb::RevocationList::decode(bytes).map_err(|_| CrlError::Malformed("not a revocation list"))?;
+        let tbs = pb::RevocationListTbs::decode(outer.tbs.as_slice())
+            .map_err(|_| CrlError::Malformed("contents"))?;
+        if tbs.version != CRL_VERSION {
+            return Err(CrlError::UnsupportedVersion(tbs.version));
+        }
+        if tbs.encoding != ENCODING_ROARING_TREEMAP {
+            return Err(CrlError::UnsupportedEncoding(tbs.encoding));
+        }
+        let root_key_id = tbs
+            .root_key_id
+            .as_slice()
+            .try_into()
+            .map_err(|_| CrlError::Malformed("root key id"))?;
+        Ok(Self {
+            issued_at: UnixTime(tbs.issued_at),
+            count: tbs.count,
+            root_key_id,
+            ids_len: tbs.ids.len(),
+        })
+    }
+}
+
 fn decode_ids(ids: &[u8]) -> Result<RoaringTreemap, CrlError> {
     if ids.len() > MAX_CRL_IDS_LEN {
         return Err(CrlError::TooLarge {
