@@ -87,14 +87,21 @@ impl AuthzPolicy {
 
     /// Decides one call.
     pub fn check(&self, peer: &AltsPeer, method: &str) -> Result<(), String> {
-        let Some(rule) = self.rules.iter().find(|r| r.methods.iter().any(|m| matches(m, method))) else {
+        let Some(rule) = self
+            .rules
+            .iter()
+            .find(|r| r.methods.iter().any(|m| matches(m, method)))
+        else {
             return match self.default {
                 Default_::Allow => Ok(()),
                 Default_::Deny => Err(format!("no authorization rule covers {method}")),
             };
         };
         if let Some(p) = rule.deny.iter().find(|p| matches(p, &peer.identity)) {
-            return Err(format!("identity {:?} matches denied pattern {p:?} for {method}", peer.identity));
+            return Err(format!(
+                "identity {:?} matches denied pattern {p:?} for {method}",
+                peer.identity
+            ));
         }
         if !rule.categories.is_empty() && !rule.categories.contains(&peer.category) {
             return Err(format!("category {} may not call {method}", peer.category));
@@ -102,7 +109,10 @@ impl AuthzPolicy {
         if rule.allow.iter().any(|p| matches(p, &peer.identity)) {
             Ok(())
         } else {
-            Err(format!("identity {:?} is not allowed to call {method}", peer.identity))
+            Err(format!(
+                "identity {:?} is not allowed to call {method}",
+                peer.identity
+            ))
         }
     }
 }
@@ -126,7 +136,9 @@ impl Authorizer {
 
     fn decide(&self, peer: Option<&AltsPeer>, method: &str) -> Result<(), Status> {
         let Some(peer) = peer else {
-            return Err(Status::permission_denied(format!("{method}: no ALTS peer on this connection")));
+            return Err(Status::permission_denied(format!(
+                "{method}: no ALTS peer on this connection"
+            )));
         };
         (self.0)(peer, method).map_err(|reason| {
             tracing::info!(peer = %peer.identity, method, %reason, "RPC denied");
@@ -151,7 +163,9 @@ pub struct AltsAuthzLayer {
 impl AltsAuthzLayer {
     /// Authorizes with `authorizer`.
     pub fn new(authorizer: Authorizer) -> Self {
-        Self { authz: Some(authorizer) }
+        Self {
+            authz: Some(authorizer),
+        }
     }
 
     /// Authorizes with a rule set.
@@ -169,7 +183,10 @@ impl<S> tower_layer::Layer<S> for AltsAuthzLayer {
     type Service = AltsAuthz<S>;
 
     fn layer(&self, inner: S) -> AltsAuthz<S> {
-        AltsAuthz { inner, authz: self.authz.clone() }
+        AltsAuthz {
+            inner,
+            authz: self.authz.clone(),
+        }
     }
 }
 

@@ -40,7 +40,12 @@ pub struct CredentialFiles {
 impl CredentialFiles {
     /// Credentials in `creds_dir`, trusting `root`.
     pub fn new(creds_dir: impl Into<PathBuf>, root: impl Into<PathBuf>) -> Self {
-        Self { creds_dir: creds_dir.into(), root: root.into(), policy: None, crl: None }
+        Self {
+            creds_dir: creds_dir.into(),
+            root: root.into(),
+            policy: None,
+            crl: None,
+        }
     }
 
     /// Adds a policy file.
@@ -56,7 +61,11 @@ impl CredentialFiles {
     }
 
     fn paths(&self) -> Vec<PathBuf> {
-        let mut v = vec![self.creds_dir.join("handshake.cert"), self.creds_dir.join("handshake.key"), self.root.clone()];
+        let mut v = vec![
+            self.creds_dir.join("handshake.cert"),
+            self.creds_dir.join("handshake.key"),
+            self.root.clone(),
+        ];
         v.extend(self.policy.clone());
         v.extend(self.crl.clone());
         v
@@ -94,7 +103,10 @@ impl CredentialFiles {
     }
 
     fn stamp(&self) -> Vec<Option<SystemTime>> {
-        self.paths().iter().map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok()).collect()
+        self.paths()
+            .iter()
+            .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+            .collect()
     }
 }
 
@@ -160,7 +172,10 @@ impl AltsConfig {
     /// Re-reads credentials, root, policy and CRL from their files. On any
     /// error the current settings stay in force.
     pub fn reload(&self) -> Result<(), AltsError> {
-        let files = self.files.as_ref().ok_or_else(|| AltsError::Config("not loaded from files".into()))?;
+        let files = self
+            .files
+            .as_ref()
+            .ok_or_else(|| AltsError::Config("not loaded from files".into()))?;
         let (creds, verifier) = files.load()?;
         self.update(|c| {
             c.credentials = creds;
@@ -174,7 +189,10 @@ impl AltsConfig {
     /// secrets rotating). The task ends when the returned handle is dropped
     /// or aborted.
     pub fn spawn_reloader(&self, every: Duration) -> Result<tokio::task::JoinHandle<()>, AltsError> {
-        let files = self.files.clone().ok_or_else(|| AltsError::Config("not loaded from files".into()))?;
+        let files = self
+            .files
+            .clone()
+            .ok_or_else(|| AltsError::Config("not loaded from files".into()))?;
         let this = self.clone();
         Ok(tokio::spawn(async move {
             let mut last = files.stamp();
@@ -185,7 +203,9 @@ impl AltsConfig {
                 if now != last {
                     match this.reload() {
                         Ok(()) => last = now,
-                        Err(e) => tracing::warn!(error = %e, "ALTS credential reload failed; keeping the old ones"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "ALTS credential reload failed; keeping the old ones")
+                        }
                     }
                 }
             }
@@ -195,6 +215,8 @@ impl AltsConfig {
 
 impl std::fmt::Debug for AltsConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AltsConfig").field("current", &self.current.load()).finish_non_exhaustive()
+        f.debug_struct("AltsConfig")
+            .field("current", &self.current.load())
+            .finish_non_exhaustive()
     }
 }

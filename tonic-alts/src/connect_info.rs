@@ -60,7 +60,9 @@ impl<B> AltsRequestExt for http::Request<B> {
 }
 
 fn peer_of(ext: &http::Extensions) -> Option<Arc<AltsPeer>> {
-    ext.get::<AltsConnectInfo>().map(|i| i.peer.clone()).or_else(|| ext.get::<Arc<AltsPeer>>().cloned())
+    ext.get::<AltsConnectInfo>()
+        .map(|i| i.peer.clone())
+        .or_else(|| ext.get::<Arc<AltsPeer>>().cloned())
 }
 
 /// Adds a `TcpConnectInfo` (so `Request::remote_addr()` works) and the
@@ -68,7 +70,10 @@ fn peer_of(ext: &http::Extensions) -> Option<Arc<AltsPeer>> {
 pub(crate) fn enrich(ext: &mut http::Extensions) {
     if let Some(info) = ext.get::<AltsConnectInfo>().cloned() {
         if ext.get::<TcpConnectInfo>().is_none() {
-            ext.insert(TcpConnectInfo { local_addr: info.local_addr, remote_addr: info.remote_addr });
+            ext.insert(TcpConnectInfo {
+                local_addr: info.local_addr,
+                remote_addr: info.remote_addr,
+            });
         }
         ext.insert(info.peer);
     }

@@ -26,7 +26,10 @@ pub struct AltsConnector {
 impl AltsConnector {
     /// A connector using `config`, accepting any server identity the policy allows.
     pub fn new(config: AltsConfig) -> Self {
-        Self { config, targets: Vec::new() }
+        Self {
+            config,
+            targets: Vec::new(),
+        }
     }
 
     /// Accepts `identity` as the server (call several times for a set).
@@ -43,16 +46,28 @@ impl AltsConnector {
 
     /// Dials `uri` and runs the handshake.
     pub async fn connect(&self, uri: Uri) -> Result<AltsStream<TcpStream>, AltsError> {
-        let host = uri.host().ok_or_else(|| AltsError::Config(format!("URI {uri} has no host")))?;
+        let host = uri
+            .host()
+            .ok_or_else(|| AltsError::Config(format!("URI {uri} has no host")))?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 });
+        let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        });
         let tcp = TcpStream::connect((host, port)).await?;
         tcp.set_nodelay(true)?;
         let options = ClientOptions {
             target_identities: self.targets.clone(),
             session_key: Some(format!("{host}:{port}")),
         };
-        client_handshake(tcp, self.config.snapshot(), options, self.config.handshake_timeout).await
+        client_handshake(
+            tcp,
+            self.config.snapshot(),
+            options,
+            self.config.handshake_timeout,
+        )
+        .await
     }
 }
 

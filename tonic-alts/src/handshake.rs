@@ -60,7 +60,12 @@ where
     Ok((outcome, buf, out))
 }
 
-fn into_stream<IO>(io: IO, outcome: &HandshakeOutcome, leftover: BytesMut, pending: Vec<u8>) -> Result<AltsStream<IO>, AltsError> {
+fn into_stream<IO>(
+    io: IO,
+    outcome: &HandshakeOutcome,
+    leftover: BytesMut,
+    pending: Vec<u8>,
+) -> Result<AltsStream<IO>, AltsError> {
     let (sealer, opener) = outcome.record_layer(outcome.record_config())?;
     let peer = Arc::new(AltsPeer::from_outcome(outcome));
     Ok(AltsStream::new(io, sealer, opener, leftover, pending, peer))
@@ -76,7 +81,12 @@ pub async fn client_handshake<IO>(
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let span = tracing::info_span!("alts_handshake", side = "client", peer = tracing::field::Empty, resumed = tracing::field::Empty);
+    let span = tracing::info_span!(
+        "alts_handshake",
+        side = "client",
+        peer = tracing::field::Empty,
+        resumed = tracing::field::Empty
+    );
     let start = Instant::now();
     async {
         let mut hs = ClientHandshake::new(config, options, unix_now())?;
@@ -100,7 +110,12 @@ pub async fn server_handshake<IO>(
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let span = tracing::info_span!("alts_handshake", side = "server", peer = tracing::field::Empty, resumed = tracing::field::Empty);
+    let span = tracing::info_span!(
+        "alts_handshake",
+        side = "server",
+        peer = tracing::field::Empty,
+        resumed = tracing::field::Empty
+    );
     let start = Instant::now();
     async {
         let mut hs = ServerHandshake::new(config, unix_now());

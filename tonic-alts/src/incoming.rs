@@ -33,12 +33,18 @@ pub struct AltsIncoming {
 impl AltsIncoming {
     /// Binds `addr` and serves ALTS on it.
     pub async fn bind(addr: impl ToSocketAddrs, config: AltsConfig) -> std::io::Result<Self> {
-        Ok(Self::new(TcpListener::bind(addr).await?, config, DEFAULT_MAX_IN_FLIGHT))
+        Ok(Self::new(
+            TcpListener::bind(addr).await?,
+            config,
+            DEFAULT_MAX_IN_FLIGHT,
+        ))
     }
 
     /// Serves ALTS on an existing listener.
     pub fn new(listener: TcpListener, config: AltsConfig, max_in_flight: usize) -> Self {
-        let local_addr = listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let local_addr = listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let (tx, rx) = mpsc::channel(max_in_flight.max(1));
         let task = tokio::spawn(accept_loop(listener, config, max_in_flight.max(1), tx));
         Self { rx, local_addr, task }
@@ -65,7 +71,9 @@ async fn accept_loop(
     let slots = Arc::new(Semaphore::new(max_in_flight));
     let mut handshakes = JoinSet::new();
     loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else { return };
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let accepted = tokio::select! {
             a = listener.accept() => a,
             Some(_) = handshakes.join_next(), if !handshakes.is_empty() => { drop(permit); continue; }

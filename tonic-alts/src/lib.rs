@@ -16,7 +16,7 @@ mod peer;
 mod stream;
 
 pub use alts_core;
-pub use authz::{AltsAuthzLayer, AuthzPolicy, Authorizer, authz_interceptor};
+pub use authz::{AltsAuthzLayer, Authorizer, AuthzPolicy, authz_interceptor};
 pub use config::{AltsConfig, CredentialFiles, DEFAULT_HANDSHAKE_TIMEOUT};
 pub use connect_info::{AltsConnectInfo, AltsRequestExt};
 pub use connector::AltsConnector;

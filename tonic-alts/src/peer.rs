@@ -77,6 +77,10 @@ impl AltsPeer {
 
 impl fmt::Display for AltsPeer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({}, issued by {})", self.identity, self.category, self.issuer)
+        write!(
+            f,
+            "{} ({}, issued by {})",
+            self.identity, self.category, self.issuer
+        )
     }
 }

@@ -95,7 +95,11 @@ fn invalid(e: alts_core::record::RecordError) -> io::Error {
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for AltsStream<IO> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         // Pending handshake bytes (a client's ClientFinished) must reach the
         // peer even if the application only reads.
@@ -119,7 +123,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for AltsStream<IO> {
                 return if this.rbuf.is_empty() {
                     Poll::Ready(Ok(()))
                 } else {
-                    Poll::Ready(Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed inside an ALTS record")))
+                    Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "connection closed inside an ALTS record",
+                    )))
                 };
             }
             if this.rbuf.capacity() - this.rbuf.len() < READ_CHUNK / 4 {
@@ -164,6 +171,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for AltsStream<IO> {
 
 impl<IO> std::fmt::Debug for AltsStream<IO> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AltsStream").field("peer", &self.peer.identity).finish_non_exhaustive()
+        f.debug_struct("AltsStream")
+            .field("peer", &self.peer.identity)
+            .finish_non_exhaustive()
     }
 }
