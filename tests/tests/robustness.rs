@@ -171,3 +171,31 @@ async fn garbage_instead_of_a_handshake_is_dropped() {
     // A connection made before the garbage still works.
     assert_eq!(unary(&mut established, "ok").await.expect("unary").message, "ok");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_gives_up_on_a_silent_server() {
+    let mut fx = Fixture::new();
+    let c = fx.issue("frontend-prod");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    // Accepts and never answers.
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            held.push(tcp);
+        }
+    });
+    let connector = tonic_alts::AltsConnector::new(fx.config(&c).with_handshake_timeout(HS_TIMEOUT));
+    let start = Instant::now();
+    let err = bounded("silent server", try_connect(addr, connector))
+        .await
+        .expect_err("must time out");
+    let msg = chain(&err);
+    assert!(msg.contains("timed out"), "{msg}");
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        start.elapsed()
+    );
+    hold.abort();
+}

@@ -271,3 +271,38 @@ async fn integrity_only_record_protocol_end_to_end() {
     let peer = one_call_with(|c| c.record_protocols = vec![RecordProtocol::GcmAes128], |_| {}).await;
     assert_eq!(peer.record_protocol, RecordProtocol::GcmAes128);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_reader_backpressure() {
+    // Large HTTP/2 windows let the server write far more than the socket
+    // buffers hold, so the ALTS stream must push back and resume.
+    let mut fx = Fixture::new();
+    let (s, c) = (fx.issue("echo-prod"), fx.issue("frontend-prod"));
+    let server = serve_plain(fx.config(&s)).await;
+    let connector = tonic_alts::AltsConnector::new(fx.config(&c));
+    let mut client = try_connect_with(server.addr, connector, |e| {
+        e.initial_stream_window_size(32 << 20)
+            .initial_connection_window_size(32 << 20)
+    })
+    .await
+    .expect("connect");
+    let mut stream = client
+        .server_stream(StreamRequest {
+            count: 3,
+            payload_size: (8 * MIB) as u32,
+        })
+        .await
+        .expect("server_stream")
+        .into_inner();
+    let mut total = 0;
+    bounded("slow reader", async {
+        while let Some(m) = stream.next().await {
+            tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+            let m = m.expect("item");
+            assert!(m.payload.iter().all(|&b| b == 0xa5));
+            total += m.payload.len();
+        }
+    })
+    .await;
+    assert_eq!(total, 24 * MIB);
+}

@@ -159,11 +159,19 @@ pub async fn try_connect(
     addr: SocketAddr,
     connector: AltsConnector,
 ) -> Result<Client, tonic::transport::Error> {
-    let channel = Endpoint::from_shared(format!("http://{addr}"))
+    try_connect_with(addr, connector, |e| e).await
+}
+
+/// Like [`try_connect`], with a customized endpoint.
+pub async fn try_connect_with(
+    addr: SocketAddr,
+    connector: AltsConnector,
+    endpoint: impl FnOnce(Endpoint) -> Endpoint,
+) -> Result<Client, tonic::transport::Error> {
+    let e = Endpoint::from_shared(format!("http://{addr}"))
         .expect("uri")
-        .connect_timeout(WAIT)
-        .connect_with_connector(connector)
-        .await?;
+        .connect_timeout(WAIT);
+    let channel = endpoint(e).connect_with_connector(connector).await?;
     Ok(EchoClient::new(channel)
         .max_decoding_message_size(MAX_MSG)
         .max_encoding_message_size(MAX_MSG))
