@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use alts_examples::echo::StreamRequest;
 use common::*;
 use tonic::Code;
-use tonic_alts::{AltsAuthzLayer, AltsConnector, Authorizer, AuthzPolicy, authz_interceptor};
+use tonic_alts::{AltsAuthzLayer, AltsConfig, AltsConnector, Authorizer, AuthzPolicy, authz_interceptor};
 
 const PROD_ONLY: &str = r#"
 default = "deny"
@@ -167,27 +167,50 @@ async fn target_identity_mismatch_fails_before_http2() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn revoked_client_refused_at_handshake() {
+async fn revoked_peers_refused_at_handshake() {
     let mut fx = Fixture::new();
-    let (s, good, revoked) = (
-        fx.issue("echo-prod"),
-        fx.issue("frontend-prod"),
-        fx.issue("stolen-prod"),
-    );
+    let s = fx.issue("echo-prod");
+    let good = fx.issue("frontend-prod");
+    let stolen_key = fx.issue("stolen-prod");
+    let stolen_principal = fx.issue("fired-prod");
     let crl = fx
         .pki
-        .write_crl("server.crl", &[revoked.handshake_revocation_id])
+        .write_crl(
+            "server.crl",
+            &[
+                stolen_key.handshake_revocation_id,
+                stolen_principal.principal_revocation_id,
+            ],
+        )
         .expect("crl");
-    let config = tonic_alts::AltsConfig::from_files(fx.files(&s).crl(crl)).expect("server config");
+    let config = AltsConfig::from_files(fx.files(&s).crl(crl)).expect("server config");
     let server = serve_plain(config).await;
 
+    for revoked in [&stolen_key, &stolen_principal] {
+        let err = bounded(
+            "revoked",
+            try_connect(server.addr, AltsConnector::new(fx.config(revoked))),
+        )
+        .await
+        .expect_err("revoked client must not connect");
+        let msg = chain(&err);
+        assert!(msg.contains("ALTS handshake"), "{}: {msg}", revoked.identity);
+        assert_serving(server.addr, &fx.config(&good), "frontend-prod").await;
+    }
+
+    // The other way round: a client whose CRL revokes the server refuses it.
+    let crl = fx
+        .pki
+        .write_crl("client.crl", &[s.handshake_revocation_id])
+        .expect("crl");
+    let wary = AltsConfig::from_files(fx.files(&good).crl(crl)).expect("client config");
     let err = bounded(
-        "revoked",
-        try_connect(server.addr, AltsConnector::new(fx.config(&revoked))),
+        "revoked server",
+        try_connect(server.addr, AltsConnector::new(wary)),
     )
     .await
-    .expect_err("revoked client must not connect");
-    eprintln!("revoked client error: {}", chain(&err));
+    .expect_err("client must refuse a revoked server");
+    assert!(chain(&err).contains("revoked"), "{}", chain(&err));
     assert_serving(server.addr, &fx.config(&good), "frontend-prod").await;
 }
 
@@ -202,7 +225,7 @@ async fn policy_refused_client_refused_at_handshake() {
         "server-policy.toml",
         "version = 1\n\n[[rule]]\nissuer = \"scheduler\"\ncategories = [\"workload\"]\nidentities = [\"*-prod\"]\n",
     );
-    let config = tonic_alts::AltsConfig::from_files(fx.files(&s).policy(policy)).expect("server config");
+    let config = AltsConfig::from_files(fx.files(&s).policy(policy)).expect("server config");
     let server = serve_plain(config).await;
 
     let err = bounded(
@@ -211,6 +234,6 @@ async fn policy_refused_client_refused_at_handshake() {
     )
     .await
     .expect_err("client from an untrusted issuer must not connect");
-    eprintln!("policy-refused client error: {}", chain(&err));
+    assert!(chain(&err).contains("ALTS handshake"), "{}", chain(&err));
     assert_serving(server.addr, &fx.config(&good), "frontend-prod").await;
 }

@@ -199,32 +199,36 @@ async fn fifty_connections_at_once() {
 async fn handler_sees_peer_and_remote_addr() {
     let mut fx = Fixture::new();
     let (s, c) = (fx.issue("echo-prod"), fx.issue("frontend-prod"));
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let rec = seen.clone();
-    let opts = ServerOpts::interceptor(move |r| {
-        let info = r.alts_connect_info().map(|i| (i.remote_addr, i.local_addr));
-        rec.lock()
-            .expect("lock")
-            .push((r.remote_addr(), r.alts_peer(), info));
-        Ok(r)
-    });
-    let server = serve(fx.config(&s), opts).await;
-    let mut client = connect(server.addr, &fx.config(&c)).await;
-    unary(&mut client, "x").await.expect("unary");
-    let seen = seen.lock().expect("lock");
-    let (remote, peer, info) = seen.first().expect("one call").clone();
-    let remote = remote.expect("remote_addr() works behind AltsAuthzLayer");
-    assert!(remote.ip().is_loopback());
-    assert_ne!(remote.port(), server.addr.port());
-    let peer = peer.expect("alts_peer()");
-    assert_eq!(peer.identity, "frontend-prod");
-    assert_eq!(peer.local_identity, "echo-prod");
-    assert_eq!(peer.issuer, "scheduler");
-    assert!(!peer.resumed());
-    assert_eq!(peer.security_level, SecurityLevel::IntegrityAndPrivacy);
-    let (info_remote, info_local) = info.expect("alts_connect_info()");
-    assert_eq!(info_remote, Some(remote));
-    assert_eq!(info_local, Some(server.addr));
+    let allow_all = AltsAuthzLayer::new(tonic_alts::Authorizer::from_fn(|_, _| Ok(())));
+    for layer in [AltsAuthzLayer::peer_info_only(), allow_all] {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let rec = seen.clone();
+        let mut opts = ServerOpts::interceptor(move |r| {
+            let info = r.alts_connect_info().map(|i| (i.remote_addr, i.local_addr));
+            rec.lock()
+                .expect("lock")
+                .push((r.remote_addr(), r.alts_peer(), info));
+            Ok(r)
+        });
+        opts.layer = layer;
+        let server = serve(fx.config(&s), opts).await;
+        let mut client = connect(server.addr, &fx.config(&c)).await;
+        unary(&mut client, "x").await.expect("unary");
+        let seen = seen.lock().expect("lock");
+        let (remote, peer, info) = seen.first().expect("one call").clone();
+        let remote = remote.expect("remote_addr() works behind AltsAuthzLayer");
+        assert!(remote.ip().is_loopback());
+        assert_ne!(remote.port(), server.addr.port());
+        let peer = peer.expect("alts_peer()");
+        assert_eq!(peer.identity, "frontend-prod");
+        assert_eq!(peer.local_identity, "echo-prod");
+        assert_eq!(peer.issuer, "scheduler");
+        assert!(!peer.resumed());
+        assert_eq!(peer.security_level, SecurityLevel::IntegrityAndPrivacy);
+        let (info_remote, info_local) = info.expect("alts_connect_info()");
+        assert_eq!(info_remote, Some(remote));
+        assert_eq!(info_local, Some(server.addr));
+    }
 }
 
 /// Runs one 1 MiB unary call with the given client and server settings and
