@@ -1,0 +1,191 @@
+//! Credential rotation mid-run and session resumption over real sockets.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use alts_core::crypto::RingRandom;
+use alts_core::handshake::{Resumption, ResumptionConfig};
+use alts_core::resumption::{ResumptionKey, ResumptionKeys};
+use alts_examples::IssuedDir;
+use common::*;
+use tonic_alts::{AltsAuthzLayer, AltsConfig, AltsConnector, AltsPeer};
+
+/// Copies `from`'s handshake certificate and key over `to`'s (what a
+/// secret-mount rotation does).
+fn install(from: &IssuedDir, to: &IssuedDir) {
+    for f in ["handshake.cert", "handshake.key"] {
+        std::fs::copy(from.dir.join(f), to.dir.join(f)).expect("copy credential");
+    }
+}
+
+/// Handshakes (no HTTP/2) with `addr` accepting only `target`; returns the
+/// server as the client saw it.
+async fn handshake_with(
+    addr: SocketAddr,
+    config: &AltsConfig,
+    target: &str,
+) -> Result<Arc<AltsPeer>, String> {
+    let connector = AltsConnector::new(config.clone()).target_identity(target);
+    let uri = format!("http://{addr}").parse().expect("uri");
+    match bounded("handshake", connector.connect(uri)).await {
+        Ok(stream) => Ok(stream.peer().clone()),
+        Err(e) => Err(chain(&e)),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reload_rotates_credentials_for_new_connections_only() {
+    let mut fx = Fixture::new();
+    let s = fx.issue("echo-prod");
+    let c = fx.issue("frontend-prod");
+    let server_config = fx.config(&s);
+    let server = serve_plain(server_config.clone()).await;
+    let client_config = fx.config(&c);
+    let mut before = connect(server.addr, &client_config).await;
+    unary(&mut before, "before").await.expect("unary");
+
+    // Same identity, new key and certificate.
+    let same = fx.issue_by("echo-prod-v2", "echo-prod", "scheduler");
+    install(&same, &s);
+    server_config.reload().expect("reload");
+    let seen = handshake_with(server.addr, &client_config, "echo-prod")
+        .await
+        .expect("same identity");
+    assert_eq!(
+        seen.handshake_revocation_id, same.handshake_revocation_id,
+        "old certificate still served"
+    );
+
+    // A new identity: clients now have to target it.
+    let renamed = fx.issue("echo2-prod");
+    install(&renamed, &s);
+    server_config.reload().expect("reload");
+    let seen = handshake_with(server.addr, &client_config, "echo2-prod")
+        .await
+        .expect("new identity");
+    assert_eq!(seen.identity, "echo2-prod");
+    let err = handshake_with(server.addr, &client_config, "echo-prod")
+        .await
+        .expect_err("old identity gone");
+    assert!(err.contains("echo-prod"), "{err}");
+
+    // The connection made before both rotations keeps working.
+    assert_eq!(
+        unary(&mut before, "after").await.expect("old connection").message,
+        "after"
+    );
+
+    // A corrupt key fails the reload and keeps the current credentials.
+    std::fs::write(s.dir.join("handshake.key"), b"oops").expect("write");
+    let err = server_config.reload().expect_err("corrupt key must not load");
+    assert!(err.to_string().contains("handshake.key"), "{err}");
+    handshake_with(server.addr, &client_config, "echo2-prod")
+        .await
+        .expect("still the rotated identity");
+    assert_eq!(
+        unary(&mut before, "still").await.expect("old connection").message,
+        "still"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reloader_picks_up_rotated_files() {
+    let mut fx = Fixture::new();
+    let s = fx.issue("echo-prod");
+    let c = fx.issue("frontend-prod");
+    let server_config = fx.config(&s);
+    let reloader = server_config
+        .spawn_reloader(Duration::from_millis(100))
+        .expect("reloader");
+    let server = serve_plain(server_config.clone()).await;
+    let client_config = fx.config(&c);
+    let mut before = connect(server.addr, &client_config).await;
+
+    /// Polls until a handshake targeting `target` succeeds.
+    async fn until_served_as(addr: SocketAddr, config: &AltsConfig, target: &str) -> Arc<AltsPeer> {
+        let start = Instant::now();
+        loop {
+            match handshake_with(addr, config, target).await {
+                Ok(peer) => return peer,
+                Err(e) if start.elapsed() > Duration::from_secs(5) => panic!("never served as {target}: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    let renamed = fx.issue("echo2-prod");
+    install(&renamed, &s);
+    until_served_as(server.addr, &client_config, "echo2-prod").await;
+
+    // A corrupt file is ignored by the reloader (the old credentials stay)...
+    std::fs::write(s.dir.join("handshake.cert"), b"not a certificate").expect("write");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    until_served_as(server.addr, &client_config, "echo2-prod").await;
+    // ...and the next good rotation is picked up.
+    let third = fx.issue("echo3-prod");
+    install(&third, &s);
+    let seen = until_served_as(server.addr, &client_config, "echo3-prod").await;
+    assert_eq!(seen.handshake_revocation_id, third.handshake_revocation_id);
+
+    assert_eq!(
+        unary(&mut before, "x")
+            .await
+            .expect("old connection")
+            .peer_identity,
+        "frontend-prod"
+    );
+    reloader.abort();
+}
+
+fn with_resumption(config: AltsConfig) -> AltsConfig {
+    let key = ResumptionKey::generate(&RingRandom::default()).expect("resumption key");
+    let keys = Arc::new(ResumptionKeys::new(key, vec![]));
+    config.with(|c| c.resumption = Some(ResumptionConfig::new(keys)))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn second_connection_resumes() {
+    let mut fx = Fixture::new();
+    let (s, c) = (fx.issue("echo-prod"), fx.issue("frontend-prod"));
+    let (authz, seen) = recording_authorizer();
+    let server = serve(
+        with_resumption(fx.config(&s)),
+        ServerOpts::layer(AltsAuthzLayer::new(authz)),
+    )
+    .await;
+    let client_config = with_resumption(fx.config(&c));
+
+    let mut client_side = Vec::new();
+    for i in 0..3 {
+        // A fresh channel each time: a new TCP connection and handshake.
+        let mut ch = connect(server.addr, &client_config).await;
+        let r = unary(&mut ch, &i.to_string()).await.expect("unary");
+        assert_eq!(r.peer_identity, "frontend-prod");
+        drop(ch);
+        client_side.push(
+            handshake_with(server.addr, &client_config, "echo-prod")
+                .await
+                .expect("handshake"),
+        );
+    }
+    let seen = seen.lock().expect("lock");
+    let modes = seen.iter().map(|p| p.resumption.clone()).collect::<Vec<_>>();
+    assert_eq!(modes[0], Resumption::NotAttempted, "{modes:?}");
+    assert!(
+        modes[1..].iter().all(|m| *m == Resumption::ClientTicket),
+        "{modes:?}"
+    );
+    assert!(
+        seen.iter().all(|p| p.identity == "frontend-prod"),
+        "resumed peer lost its identity"
+    );
+    assert!(
+        client_side
+            .iter()
+            .all(|p| p.resumed() && p.identity == "echo-prod"),
+        "{client_side:?}"
+    );
+}
