@@ -26,6 +26,14 @@ fn root() -> PathBuf {
 fn skip(why: &str) {
     println!("SKIP: cross_stack: {why}");
     eprintln!("SKIP: cross_stack: {why}");
+    summary(&format!("SKIP: cross_stack: {why}\n"));
+}
+
+/// Leaves what happened where `.ci/run` prints it (test output is captured).
+fn summary(text: &str) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/interop-logs/cross-stack");
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::write(dir.join("summary.txt"), text);
 }
 
 /// Writes `dir/handshake.cert` and `dir/handshake.key` for `identity`;
@@ -178,6 +186,7 @@ fn cross_stack_with_stock_grpcio() {
         .expect("run cross-stack.sh");
     let stdout = String::from_utf8_lossy(&out.stdout);
     println!("{stdout}");
+    summary(&stdout);
     eprintln!("{}", String::from_utf8_lossy(&out.stderr));
     println!("cross-stack scenario took {:.1}s", t.elapsed().as_secs_f64());
     if out.status.code() == Some(SKIP_CODE) {

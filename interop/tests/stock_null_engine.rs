@@ -20,6 +20,14 @@ fn root() -> PathBuf {
 fn skip(why: &str) {
     println!("SKIP: stock_null_engine: {why}");
     eprintln!("SKIP: stock_null_engine: {why}");
+    summary(&format!("SKIP: stock_null_engine: {why}\n"));
+}
+
+/// Leaves what happened where `.ci/run` prints it (test output is captured).
+fn summary(text: &str) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/interop-logs/stock-null-engine");
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::write(dir.join("summary.txt"), text);
 }
 
 #[test]
@@ -67,6 +75,7 @@ fn stock_grpcio_client_and_server_through_our_handshaker_service() {
         .output()
         .expect("run stock-null-e2e.sh");
     let stdout = String::from_utf8_lossy(&out.stdout);
+    summary(&stdout);
     println!("{stdout}");
     eprintln!("{}", String::from_utf8_lossy(&out.stderr));
     if out.status.code() == Some(SKIP_CODE) {
