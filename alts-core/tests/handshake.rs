@@ -703,3 +703,59 @@ fn every_tamper_is_refused() {
         );
     }
 }
+
+#[test]
+fn refused_side_sends_an_alert_the_other_side_reports() {
+    let w = world();
+    let crl = RevocationList::build_signed([w.client.principal_revocation_id], &w.pki.root_key, NOW).unwrap();
+    let crl = Arc::new(RevocationList::from_signed_bytes(&crl, &w.pki.root).unwrap());
+    let mut s = config(&w, &w.server, b"s");
+    s.verifier =
+        Arc::new(Verifier::new(w.pki.root.clone(), Arc::new(Policy::allow_all_for_tests())).with_crl(crl));
+    let mut client = ClientHandshake::new(
+        Arc::new(config(&w, &w.client, b"c")),
+        ClientOptions::default(),
+        NOW,
+    )
+    .unwrap();
+    let mut server = ServerHandshake::new(Arc::new(s), NOW);
+    let mut ci = Vec::new();
+    client.poll_output(&mut ci);
+    let err = server.handle_input(&ci).unwrap_err();
+    assert!(matches!(err, HandshakeError::PeerCert(CertError::Revoked { .. })));
+    // Fused: the same error again, and no second alert.
+    assert_eq!(server.handle_input(b"more").unwrap_err(), err);
+    let mut alert = Vec::new();
+    server.poll_output(&mut alert);
+    assert!(!alert.is_empty());
+    match client.handle_input(&alert).unwrap_err() {
+        HandshakeError::PeerAlert(why) => assert!(why.contains("revoked"), "{why}"),
+        other => panic!("expected an alert, got {other:?}"),
+    }
+    // The client does not answer an alert with an alert.
+    let mut out = Vec::new();
+    client.poll_output(&mut out);
+    assert!(out.is_empty());
+
+    // A client refusing the server (wrong target) alerts the server.
+    let opts = ClientOptions {
+        target_identities: vec!["payments-prod".into()],
+        session_key: None,
+    };
+    let mut client = ClientHandshake::new(Arc::new(config(&w, &w.client, b"c")), opts, NOW).unwrap();
+    let mut server = ServerHandshake::new(Arc::new(config(&w, &w.server, b"s")), NOW);
+    let mut buf = Vec::new();
+    client.poll_output(&mut buf);
+    server.handle_input(&buf).unwrap();
+    buf.clear();
+    server.poll_output(&mut buf);
+    assert!(matches!(
+        client.handle_input(&buf),
+        Err(HandshakeError::TargetIdentityMismatch { .. })
+    ));
+    buf.clear();
+    client.poll_output(&mut buf);
+    assert!(
+        matches!(server.handle_input(&buf), Err(HandshakeError::PeerAlert(ref m)) if m.contains("payments-prod"))
+    );
+}

@@ -48,7 +48,17 @@ where
         if buf.is_empty() && io.read_buf(&mut buf).await? == 0 {
             return Err(AltsError::PeerClosed);
         }
-        let used = hs.handle_input(&buf)?;
+        let used = match hs.handle_input(&buf) {
+            Ok(n) => n,
+            Err(e) => {
+                // Best effort: send the alert saying why, then fail.
+                hs.poll_output(&mut out);
+                if !out.is_empty() && io.write_all(&out).await.is_ok() {
+                    let _ = io.flush().await;
+                }
+                return Err(e.into());
+            }
+        };
         buf.advance(used);
     }
     if !defer_last_write && !out.is_empty() {

@@ -368,8 +368,11 @@ impl Handshake for ClientHandshake {
             State::Done(_) => return Ok(0),
             _ => {}
         }
-        self.step(input)
-            .inspect_err(|e| self.state = State::Failed(e.clone()))
+        self.step(input).inspect_err(|e| {
+            self.state = State::Failed(e.clone());
+            // Tell the peer why (it is closed after this).
+            self.out.extend(e.alert().unwrap_or_default());
+        })
     }
 
     fn poll_output(&mut self, out: &mut Vec<u8>) {

@@ -21,6 +21,9 @@ pub const MAX_SHARE: usize = 2048;
 /// Largest resumption ticket carried.
 pub const MAX_TICKET: usize = crate::resumption::MAX_TICKET_LEN;
 
+/// Longest alert text sent or accepted.
+pub(crate) const MAX_ALERT: usize = 256;
+
 /// Frames one message.
 pub(crate) fn frame(msg: handshake_message::Msg) -> Vec<u8> {
     let m = HandshakeMessage { msg: Some(msg) };
@@ -89,10 +92,20 @@ pub(crate) fn decode(framed: &[u8]) -> Result<handshake_message::Msg, HandshakeE
     let body = framed
         .get(4..)
         .ok_or(HandshakeError::Malformed("length prefix"))?;
-    HandshakeMessage::decode(body)
+    let msg = HandshakeMessage::decode(body)
         .map_err(|_| HandshakeError::Malformed("protobuf"))?
         .msg
-        .ok_or(HandshakeError::Malformed("empty message"))
+        .ok_or(HandshakeError::Malformed("empty message"))?;
+    if let handshake_message::Msg::Alert(a) = msg {
+        let text: String = a
+            .message
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(MAX_ALERT)
+            .collect();
+        return Err(HandshakeError::PeerAlert(text));
+    }
+    Ok(msg)
 }
 
 fn check_names(list: &[String], what: &'static str) -> Result<(), HandshakeError> {

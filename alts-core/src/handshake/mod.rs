@@ -146,6 +146,51 @@ pub enum HandshakeError {
     /// The handshake is finished and expects no more input.
     #[error("handshake already complete")]
     AlreadyComplete,
+    /// The peer refused the handshake and said why.
+    #[error("peer refused the handshake: {0}")]
+    PeerAlert(String),
+}
+
+impl HandshakeError {
+    /// A stable number for the kind of failure, sent in alerts.
+    pub fn code(&self) -> u32 {
+        match self {
+            Self::Malformed(_) | Self::MessageTooLarge { .. } | Self::UnexpectedMessage { .. } => 1,
+            Self::UnsupportedVersion(_) => 2,
+            Self::PeerCert(_) => 3,
+            Self::NoCommonCipher { .. }
+            | Self::NoCommonRecordProtocol { .. }
+            | Self::NoCommonApplicationProtocol { .. }
+            | Self::NoCommonRpcVersion
+            | Self::NotOffered { .. }
+            | Self::PfsRequired
+            | Self::KciRequired => 4,
+            Self::TargetIdentityMismatch { .. } | Self::ClientRefused { .. } => 5,
+            Self::BadResumption(_) | Self::BadFinished(_) => 6,
+            Self::LocalCredentials(_) | Self::Crypto(_) | Self::AlreadyComplete | Self::PeerAlert(_) => 7,
+        }
+    }
+
+    /// The alert to send the peer for this failure (none for an alert received).
+    pub(crate) fn alert(&self) -> Option<Vec<u8>> {
+        if matches!(self, Self::PeerAlert(_) | Self::AlreadyComplete) {
+            return None;
+        }
+        let mut message = self.to_string();
+        if message.len() > messages::MAX_ALERT {
+            let mut cut = messages::MAX_ALERT;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+        }
+        Some(messages::frame(
+            alts_proto::alts_v1::handshake_message::Msg::Alert(alts_proto::alts_v1::Alert {
+                code: self.code(),
+                message,
+            }),
+        ))
+    }
 }
 
 /// An RPC protocol version (GRPC-ALTS-FACTS §7).
