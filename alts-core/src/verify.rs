@@ -4,10 +4,12 @@
 //! the policy. The result is a [`VerifiedPeer`] or a [`CertError`] naming the
 //! exact failing check.
 //!
-//! Verified principal certificates are cached by a digest of their exact
-//! bytes (bounded, FIFO eviction), so repeated handshakes with the same peer
-//! skip the principal signature check. Validity, revocation and policy are
-//! checked on every call, cache hit or not.
+//! Two bounded caches (FIFO eviction) skip repeated signature checks:
+//! verified principal certificates by a digest of their encoding, and whole
+//! verified chains by SHA-256 of the exact handshake-certificate bytes, so a
+//! repeated handshake with the same peer certificate checks no signature at
+//! all. Validity, revocation and policy are checked on every call, cache hit
+//! or not.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -18,8 +20,8 @@ use prost::Message;
 use crate::UnixTime;
 pub use crate::cert::CertError;
 use crate::cert::{
-    Category, HANDSHAKE_CONTEXT, PRINCIPAL_CONTEXT, ParsedHandshake, ParsedPrincipal, PrincipalCertInfo,
-    RootKey, check_expiry, verify_signature,
+    Category, HANDSHAKE_CONTEXT, HandshakeCertInfo, PRINCIPAL_CONTEXT, ParsedHandshake, ParsedPrincipal,
+    PrincipalCertInfo, RootKey, check_expiry, verify_signature,
 };
 use crate::crl::RevocationList;
 use crate::crypto::sha256;
@@ -62,18 +64,26 @@ pub struct VerifiedPrincipal {
     pub allowed: PolicyAllowed,
 }
 
-struct Cache {
-    map: HashMap<[u8; 32], PrincipalCertInfo>,
+struct Cache<V = PrincipalCertInfo> {
+    map: HashMap<[u8; 32], V>,
     order: VecDeque<[u8; 32]>,
     capacity: usize,
 }
 
-impl Cache {
-    fn get(&self, key: &[u8; 32]) -> Option<PrincipalCertInfo> {
+impl<V: Clone> Cache<V> {
+    fn new(capacity: usize) -> Self {
+        Self {
+            map: HashMap::new(),
+            order: VecDeque::new(),
+            capacity,
+        }
+    }
+
+    fn get(&self, key: &[u8; 32]) -> Option<V> {
         self.map.get(key).cloned()
     }
 
-    fn insert(&mut self, key: [u8; 32], info: PrincipalCertInfo) {
+    fn insert(&mut self, key: [u8; 32], info: V) {
         if self.capacity == 0 || self.map.contains_key(&key) {
             return;
         }
@@ -104,6 +114,7 @@ pub struct Verifier {
     crl: Option<Arc<RevocationList>>,
     skew: i64,
     cache: Mutex<Cache>,
+    chains: Mutex<Cache<Arc<HandshakeCertInfo>>>,
 }
 
 impl Verifier {
@@ -116,11 +127,8 @@ impl Verifier {
             policy,
             crl: None,
             skew: DEFAULT_CLOCK_SKEW_SECS,
-            cache: Mutex::new(Cache {
-                map: HashMap::new(),
-                order: VecDeque::new(),
-                capacity: DEFAULT_CACHE_CAPACITY,
-            }),
+            cache: Mutex::new(Cache::new(DEFAULT_CACHE_CAPACITY)),
+            chains: Mutex::new(Cache::new(DEFAULT_CACHE_CAPACITY)),
         }
     }
 
@@ -143,10 +151,15 @@ impl Verifier {
         self
     }
 
-    /// Sets the principal cache capacity (0 disables caching).
+    /// Sets the capacity of both caches (0 disables caching).
     pub fn with_cache_capacity(self, capacity: usize) -> Self {
         {
             let mut c = self.lock_cache();
+            c.capacity = capacity;
+            c.clear();
+        }
+        {
+            let mut c = self.lock_chains();
             c.capacity = capacity;
             c.clear();
         }
@@ -168,9 +181,19 @@ impl Verifier {
         self.crl.as_ref()
     }
 
-    /// Empties the principal cache.
+    /// Empties both caches.
     pub fn clear_cache(&self) {
         self.lock_cache().clear();
+        self.lock_chains().clear();
+    }
+
+    /// Number of cached verified chains.
+    pub fn chain_cache_len(&self) -> usize {
+        self.lock_chains().map.len()
+    }
+
+    fn lock_chains(&self) -> std::sync::MutexGuard<'_, Cache<Arc<HandshakeCertInfo>>> {
+        self.chains.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Number of cached principal certificates.
@@ -215,6 +238,42 @@ impl Verifier {
     /// decoding, root → principal → handshake signatures, validity (± skew),
     /// revocation of both certificates, then policy.
     pub fn verify_handshake_cert(&self, cert: &[u8], now: UnixTime) -> Result<VerifiedPeer, CertError> {
+        let key = sha256(cert);
+        let cached = self.lock_chains().get(&key);
+        let info = match cached {
+            Some(info) => info,
+            None => {
+                let info = Arc::new(self.verify_chain_signatures(cert)?);
+                self.lock_chains().insert(key, info.clone());
+                info
+            }
+        };
+        let p = &info.principal;
+        p.validity.check("principal", now, self.skew)?;
+        info.validity.check("handshake", now, self.skew)?;
+        self.check_revoked("principal", p.revocation_id)?;
+        self.check_revoked("handshake", info.revocation_id)?;
+        self.policy.check(&p.issuer, p.category, &p.identity)?;
+        let not_after = match (p.validity.not_after, info.validity.not_after) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        Ok(VerifiedPeer {
+            identity: p.identity.clone(),
+            category: p.category,
+            issuer: p.issuer.clone(),
+            principal_revocation_id: p.revocation_id,
+            handshake_revocation_id: info.revocation_id,
+            not_after,
+            static_public_key: info.static_public_key,
+            handshake_ciphers: info.handshake_ciphers.clone(),
+            record_protocols: info.record_protocols.clone(),
+        })
+    }
+
+    /// Decodes a handshake certificate and checks root → principal →
+    /// handshake signatures (no time, revocation or policy checks).
+    fn verify_chain_signatures(&self, cert: &[u8]) -> Result<HandshakeCertInfo, CertError> {
         let hs = ParsedHandshake::parse(cert)?;
         self.verify_principal_signature(&hs.principal)?;
         if !verify_signature(
@@ -226,30 +285,8 @@ impl Verifier {
         ) {
             return Err(CertError::BadSignature { level: "handshake" });
         }
-        let p = &hs.principal.info;
-        p.validity.check("principal", now, self.skew)?;
-        hs.info.validity.check("handshake", now, self.skew)?;
-        self.check_revoked("principal", p.revocation_id)?;
-        self.check_revoked("handshake", hs.info.revocation_id)?;
-        self.policy.check(&p.issuer, p.category, &p.identity)?;
-        let not_after = match (p.validity.not_after, hs.info.validity.not_after) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        let info = hs.info;
-        Ok(VerifiedPeer {
-            identity: info.principal.identity,
-            category: info.principal.category,
-            issuer: info.principal.issuer,
-            principal_revocation_id: info.principal.revocation_id,
-            handshake_revocation_id: info.revocation_id,
-            not_after,
-            static_public_key: info.static_public_key,
-            handshake_ciphers: info.handshake_ciphers,
-            record_protocols: info.record_protocols,
-        })
+        Ok(hs.info)
     }
-
     /// Full check of a serialized principal certificate on its own: root key
     /// id, signature, validity (± skew), revocation, policy.
     pub fn verify_principal_cert(&self, cert: &[u8], now: UnixTime) -> Result<VerifiedPrincipal, CertError> {

@@ -520,10 +520,15 @@ fn cache_hit_still_checks_expiry_revocation_and_policy() {
     let v = pki.verifier(PRODUCTION);
     let peer = v.verify_handshake_cert(&c.handshake_cert, NOW).unwrap();
     assert_eq!(v.cache_len(), 1);
-    // Second handshake with a new handshake cert of the same principal: hit.
+    assert_eq!(v.chain_cache_len(), 1);
+    // The same handshake cert again: a whole-chain hit, same answer.
+    assert_eq!(v.verify_handshake_cert(&c.handshake_cert, NOW).unwrap(), peer);
+    assert_eq!(v.chain_cache_len(), 1);
+    // Second handshake with a new handshake cert of the same principal: principal hit.
     let (_, hs2) = pki.handshake(&c.principal_key, &c.principal_cert, None, 77);
     v.verify_handshake_cert(&hs2, NOW).unwrap();
     assert_eq!(v.cache_len(), 1);
+    assert_eq!(v.chain_cache_len(), 2);
     // Hit, but expired.
     assert!(matches!(
         v.verify_handshake_cert(&c.handshake_cert, NOW.plus(7200)),
