@@ -310,3 +310,37 @@ async fn slow_reader_backpressure() {
     .await;
     assert_eq!(total, 24 * MIB);
 }
+
+/// `balance_list` spreads RPCs over several ALTS backends, each of which must
+/// prove one of the target identities.
+#[tokio::test(flavor = "multi_thread")]
+async fn balance_list_spreads_calls_over_alts_backends() {
+    let mut fx = Fixture::new();
+    let (a_id, b_id, c_id) = (
+        fx.issue("backend-a-prod"),
+        fx.issue("backend-b-prod"),
+        fx.issue("frontend-prod"),
+    );
+    let (auth_a, seen_a) = recording_authorizer();
+    let (auth_b, seen_b) = recording_authorizer();
+    let a = serve(fx.config(&a_id), ServerOpts::layer(AltsAuthzLayer::new(auth_a))).await;
+    let b = serve(fx.config(&b_id), ServerOpts::layer(AltsAuthzLayer::new(auth_b))).await;
+    let endpoints = [a.addr, b.addr]
+        .map(|addr| tonic::transport::Endpoint::from_shared(format!("http://{addr}")).expect("uri"));
+    let connector = tonic_alts::AltsConnector::new(fx.config(&c_id))
+        .target_identities(["backend-a-prod", "backend-b-prod"]);
+    let channel = tonic_alts::balance_list(endpoints, connector);
+    let mut client = alts_examples::echo::echo_client::EchoClient::new(channel);
+    for i in 0..40 {
+        let r = bounded("balanced call", client.unary(req(&i.to_string(), vec![])))
+            .await
+            .expect("rpc");
+        assert_eq!(r.get_ref().peer_identity, "frontend-prod");
+    }
+    let (na, nb) = (
+        seen_a.lock().expect("lock").len(),
+        seen_b.lock().expect("lock").len(),
+    );
+    assert_eq!(na + nb, 40);
+    assert!(na > 0 && nb > 0, "calls went {na}/{nb}");
+}

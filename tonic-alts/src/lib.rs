@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 pub mod authz;
+pub mod balance;
 mod config;
 mod connect_info;
 mod connector;
@@ -18,6 +19,7 @@ mod stream;
 
 pub use alts_core;
 pub use authz::{AltsAuthzLayer, Authorizer, AuthzPolicy, authz_interceptor};
+pub use balance::{BalancedChannel, balance_list};
 pub use config::{AltsConfig, CredentialFiles, DEFAULT_HANDSHAKE_TIMEOUT};
 pub use connect_info::{AltsConnectInfo, AltsRequestExt};
 pub use connector::AltsConnector;
