@@ -759,3 +759,59 @@ fn refused_side_sends_an_alert_the_other_side_reports() {
         matches!(server.handle_input(&buf), Err(HandshakeError::PeerAlert(ref m)) if m.contains("payments-prod"))
     );
 }
+
+mod no_panic {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn flight() -> (World, ClientHandshake, Vec<u8>, Vec<u8>) {
+        let w = world();
+        let mut client = ClientHandshake::new(
+            Arc::new(config(&w, &w.client, b"c")),
+            ClientOptions::default(),
+            NOW,
+        )
+        .unwrap();
+        let mut server = ServerHandshake::new(Arc::new(config(&w, &w.server, b"s")), NOW);
+        let mut ci = Vec::new();
+        client.poll_output(&mut ci);
+        server.handle_input(&ci).unwrap();
+        let mut sf = Vec::new();
+        server.poll_output(&mut sf);
+        (w, client, ci, sf)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Arbitrary bytes never panic either side and never over-consume.
+        #[test]
+        fn arbitrary_bytes(input in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let w = world();
+            let mut server = ServerHandshake::new(Arc::new(config(&w, &w.server, b"s")), NOW);
+            if let Ok(n) = server.handle_input(&input) { prop_assert!(n <= input.len()); }
+            let mut client = ClientHandshake::new(Arc::new(config(&w, &w.client, b"c")), ClientOptions::default(), NOW).unwrap();
+            if let Ok(n) = client.handle_input(&input) { prop_assert!(n <= input.len()); }
+        }
+
+        /// A single-byte change to a real flight never panics; in the server's
+        /// flight (ServerInit + ServerFinished) it never lets the client finish.
+        #[test]
+        fn mutated_flights(pos in any::<prop::sample::Index>(), xor in 1u8..=255, to_server in any::<bool>()) {
+            let (w, mut client, mut ci, mut sf) = flight();
+            if to_server {
+                let i = pos.index(ci.len());
+                ci[i] ^= xor;
+                let mut server = ServerHandshake::new(Arc::new(config(&w, &w.server, b"s")), NOW);
+                // Flipping a bit of ClientInit may still parse (e.g. inside a nonce); the
+                // server cannot tell, but the client's ServerFinished check will (tested above).
+                let _ = server.handle_input(&ci);
+            } else {
+                let i = pos.index(sf.len());
+                sf[i] ^= xor;
+                let res = client.handle_input(&sf);
+                prop_assert!(!client.is_done(), "a modified server flight was accepted: {res:?}");
+            }
+        }
+    }
+}
