@@ -580,6 +580,7 @@ fn untampered_manual_run_succeeds() {
 fn every_tamper_is_refused() {
     let w = world();
     let other_server = w.pki.issue("backend-prod", Category::Workload, "scheduler");
+    let other_client = w.pki.issue("frontend-prod", Category::Workload, "scheduler");
     type Edit = Box<dyn FnOnce(Msg) -> Vec<u8>>;
     let cases: Vec<(&str, usize, Edit, &str)> = vec![
         (
@@ -692,6 +693,98 @@ fn every_tamper_is_refused() {
             0,
             Box::new(|_| 0u32.to_be_bytes().to_vec()),
             "malformed",
+        ),
+        (
+            "client cert swapped",
+            0,
+            Box::new(move |m| {
+                let Msg::ClientInit(mut ci) = m else { panic!() };
+                ci.handshake_cert = other_client.handshake_cert.clone();
+                reframe(Msg::ClientInit(ci))
+            }),
+            "ServerFinished",
+        ),
+        (
+            "ephemeral share injected",
+            0,
+            Box::new(|m| {
+                let Msg::ClientInit(mut ci) = m else { panic!() };
+                ci.ephemeral_share = vec![9; 32];
+                reframe(Msg::ClientInit(ci))
+            }),
+            "unsolicited ephemeral share",
+        ),
+        (
+            "rpc versions widened",
+            0,
+            Box::new(|m| {
+                let Msg::ClientInit(mut ci) = m else { panic!() };
+                ci.rpc_versions.as_mut().unwrap().min.as_mut().unwrap().minor = 0;
+                reframe(Msg::ClientInit(ci))
+            }),
+            "ServerFinished",
+        ),
+        (
+            "server cipher replaced",
+            1,
+            Box::new(|m| {
+                let Msg::ServerInit(mut si) = m else { panic!() };
+                si.handshake_cipher = "ALTS_HS_NULL".into();
+                reframe(Msg::ServerInit(si))
+            }),
+            "did not offer",
+        ),
+        (
+            "server frame size changed",
+            1,
+            Box::new(|m| {
+                let Msg::ServerInit(mut si) = m else { panic!() };
+                si.max_frame_size = 4096;
+                reframe(Msg::ServerInit(si))
+            }),
+            "ServerFinished",
+        ),
+        (
+            "resumption claimed without a ticket",
+            1,
+            Box::new(|m| {
+                let Msg::ServerInit(mut si) = m else { panic!() };
+                si.resumed = 1;
+                reframe(Msg::ServerInit(si))
+            }),
+            "resumed without a ticket",
+        ),
+        (
+            "ticket injected into ServerFinished",
+            2,
+            Box::new(|m| {
+                let Msg::ServerFinished(mut sf) = m else { panic!() };
+                sf.new_ticket = Some(alts_proto::alts_v1::ResumptionTicket {
+                    rid: vec![1; 16],
+                    ticket: vec![2; 64],
+                });
+                reframe(Msg::ServerFinished(sf))
+            }),
+            "ServerFinished",
+        ),
+        (
+            "ticket injected into ClientFinished",
+            3,
+            Box::new(|m| {
+                let Msg::ClientFinished(mut cf) = m else { panic!() };
+                cf.new_ticket = Some(alts_proto::alts_v1::ResumptionTicket {
+                    rid: vec![1; 16],
+                    ticket: vec![2; 64],
+                });
+                reframe(Msg::ClientFinished(cf))
+            }),
+            "ClientFinished",
+        ),
+        (
+            "ClientInit replayed as ClientFinished",
+            3,
+            Box::new(|_| reframe(Msg::ClientInit(Default::default()))),
+            "expected ClientFinished",
         ),
     ];
     for (name, which, edit, expect) in cases {
