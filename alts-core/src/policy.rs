@@ -295,6 +295,16 @@ impl Policy {
         Self { rules, reserved }
     }
 
+    /// Accepts every issuer for every category and identity: the chain,
+    /// validity and revocation checks still apply, the issuer check does not.
+    ///
+    /// This switches off the check that stops the Mallory attack
+    /// (ALTS-NOTES §3); use it only where every RPC is authorized by
+    /// identity anyway and every principal under the root is trusted.
+    pub fn accept_any_issuer() -> Self {
+        Self::allow_all_for_tests()
+    }
+
     /// Allows every issuer to issue every category for every identity.
     ///
     /// **Never use this in production**: it disables the policy check that

@@ -226,9 +226,10 @@ impl Pki {
         Ok(path)
     }
 
-    /// Credential files for `issued`, trusting this PKI.
+    /// Credential files for `issued`, trusting this PKI and (unless a
+    /// policy file is added) any issuer under it.
     pub fn files(&self, issued: &IssuedDir) -> CredentialFiles {
-        CredentialFiles::new(&issued.dir, self.root_path())
+        CredentialFiles::new(&issued.dir, self.root_path()).accept_any_issuer()
     }
 }
 

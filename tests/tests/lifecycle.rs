@@ -189,3 +189,15 @@ async fn second_connection_resumes() {
         "{client_side:?}"
     );
 }
+
+/// Loading credentials without a policy fails closed unless the caller opts out.
+#[test]
+fn missing_policy_fails_closed() {
+    let mut fx = Fixture::new();
+    let s = fx.issue("backend-prod");
+    let mut files = fx.files(&s);
+    files.accept_any_issuer = false;
+    let err = tonic_alts::AltsConfig::from_files(files.clone()).expect_err("no policy must not load");
+    assert!(err.to_string().contains("no policy file"), "{err}");
+    tonic_alts::AltsConfig::from_files(files.accept_any_issuer()).expect("explicit opt-out loads");
+}

@@ -30,11 +30,13 @@ pub struct CredentialFiles {
     pub creds_dir: PathBuf,
     /// The signing service's `root.pub`.
     pub root: PathBuf,
-    /// Policy TOML. Without one, every chain under the root that is valid
-    /// and not revoked is accepted (authorize per RPC instead).
+    /// Policy TOML (who may issue which identities). Loading fails without
+    /// one unless [`CredentialFiles::accept_any_issuer`] opted out.
     pub policy: Option<PathBuf>,
     /// Signed revocation list.
     pub crl: Option<PathBuf>,
+    /// Without a policy file, accept any issuer (fail-closed by default).
+    pub accept_any_issuer: bool,
 }
 
 impl CredentialFiles {
@@ -45,7 +47,18 @@ impl CredentialFiles {
             root: root.into(),
             policy: None,
             crl: None,
+            accept_any_issuer: false,
         }
+    }
+
+    /// Without a policy file, accepts chains from any issuer under the root
+    /// (validity and revocation still checked). This turns off the check that
+    /// stops a user from getting a certificate for an identity they do not
+    /// own (ALTS-NOTES §3): only for setups that authorize every RPC by
+    /// identity and trust every principal the root signed.
+    pub fn accept_any_issuer(mut self) -> Self {
+        self.accept_any_issuer = true;
+        self
     }
 
     /// Adds a policy file.
@@ -91,7 +104,14 @@ impl CredentialFiles {
                 let text = std::fs::read_to_string(p).map_err(|e| file_err(p, e))?;
                 Policy::from_toml(&text).map_err(|e| AltsError::Config(format!("{}: {e}", p.display())))?
             }
-            None => Policy::allow_all_for_tests(),
+            None if self.accept_any_issuer => Policy::accept_any_issuer(),
+            None => {
+                return Err(AltsError::Config(
+                    "no policy file given: pass one (see examples/policies) or opt out explicitly \
+                     with CredentialFiles::accept_any_issuer()"
+                        .into(),
+                ));
+            }
         };
         let mut verifier = Verifier::new(root.clone(), Arc::new(policy));
         if let Some(p) = &self.crl {

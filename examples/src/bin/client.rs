@@ -22,6 +22,9 @@ struct Args {
     /// The signing service's root.pub.
     #[arg(long)]
     root: String,
+    /// Policy TOML (who may issue which identities); without it any issuer is accepted.
+    #[arg(long)]
+    policy: Option<String>,
     /// Accepted server identities (repeatable).
     #[arg(long)]
     target: Vec<String>,
@@ -30,7 +33,12 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
-    let alts = AltsConfig::from_files(CredentialFiles::new(&a.creds, &a.root))?;
+    let files = CredentialFiles::new(&a.creds, &a.root);
+    let files = match a.policy {
+        Some(p) => files.policy(p),
+        None => files.accept_any_issuer(),
+    };
+    let alts = AltsConfig::from_files(files)?;
     let connector = AltsConnector::new(alts).target_identities(a.target);
     let channel = Endpoint::from_shared(a.server)?
         .connect_with_connector(connector)

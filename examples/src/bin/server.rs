@@ -35,7 +35,13 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt::init();
     let a = Args::parse();
     let mut files = CredentialFiles::new(&a.creds, &a.root);
-    files.policy = a.policy.map(Into::into);
+    match a.policy {
+        Some(p) => files = files.policy(p),
+        None => {
+            eprintln!("warning: no --policy given: accepting any issuer under the root");
+            files = files.accept_any_issuer();
+        }
+    }
     files.crl = a.crl.map(Into::into);
 
     let alts = AltsConfig::from_files(files)?;

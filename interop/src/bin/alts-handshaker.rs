@@ -55,6 +55,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
     let args = Args::parse();
     let mut files = CredentialFiles::new(&args.creds, &args.root);
+    if args.policy.is_none() {
+        tracing::warn!("no --policy given: accepting any issuer under the root");
+        files = files.accept_any_issuer();
+    }
     if let Some(p) = &args.policy {
         files = files.policy(p);
     }

@@ -72,6 +72,10 @@ async fn channel(args: &Args, last: LastPeer) -> Result<Channel, Box<dyn std::er
                 return Err("--creds and --root are required without --handshaker".into());
             };
             let mut files = CredentialFiles::new(creds, root);
+            if args.policy.is_none() {
+                tracing::warn!("no --policy given: accepting any issuer under the root");
+                files = files.accept_any_issuer();
+            }
             if let Some(p) = &args.policy {
                 files = files.policy(p);
             }
