@@ -10,7 +10,7 @@ use http::Uri;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::handshake::client_handshake;
+use crate::handshake::client_handshake_coalesced;
 use crate::handshaker_client::HandshakerServiceClient;
 use crate::{AltsConfig, AltsError, AltsStream};
 
@@ -90,7 +90,8 @@ impl AltsConnector {
                     target_identities: self.targets.clone(),
                     session_key: Some(format!("{host}:{port}")),
                 };
-                client_handshake(tcp, config.snapshot(), options, config.handshake_timeout).await
+                // hyper writes the HTTP/2 preface at once: ClientFinished rides with it.
+                client_handshake_coalesced(tcp, config.snapshot(), options, config.handshake_timeout).await
             }
             Mode::Service(client) => {
                 client

@@ -81,12 +81,43 @@ fn into_stream<IO>(
     Ok(AltsStream::new(io, sealer, opener, leftover, pending, peer))
 }
 
-/// Runs the client handshake over `io` within `timeout`.
+/// Runs the client handshake over `io` within `timeout`. ClientFinished is
+/// sent before this returns, so the server's handshake completes even if the
+/// application then waits for the server to speak first.
 pub async fn client_handshake<IO>(
+    io: IO,
+    config: Arc<HandshakeConfig>,
+    options: ClientOptions,
+    timeout: Duration,
+) -> Result<AltsStream<IO>, AltsError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    client_handshake_inner(io, config, options, timeout, false).await
+}
+
+/// Like [`client_handshake`], but keeps ClientFinished buffered in the stream
+/// so it leaves in the same write as the first records (or when the stream
+/// is first read or flushed). For callers that write at once, e.g. HTTP/2's
+/// connection preface: it saves a packet per connection.
+pub(crate) async fn client_handshake_coalesced<IO>(
+    io: IO,
+    config: Arc<HandshakeConfig>,
+    options: ClientOptions,
+    timeout: Duration,
+) -> Result<AltsStream<IO>, AltsError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    client_handshake_inner(io, config, options, timeout, true).await
+}
+
+async fn client_handshake_inner<IO>(
     mut io: IO,
     config: Arc<HandshakeConfig>,
     options: ClientOptions,
     timeout: Duration,
+    coalesce: bool,
 ) -> Result<AltsStream<IO>, AltsError>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
@@ -100,7 +131,7 @@ where
     let start = Instant::now();
     async {
         let mut hs = ClientHandshake::new(config, options, unix_now())?;
-        let (outcome, leftover, pending) = tokio::time::timeout(timeout, drive(&mut io, &mut hs, true))
+        let (outcome, leftover, pending) = tokio::time::timeout(timeout, drive(&mut io, &mut hs, coalesce))
             .await
             .map_err(|_| AltsError::Timeout(timeout))??;
         finish_span(&outcome, start);
