@@ -8,10 +8,10 @@ use alts_proto::alts_v1::{
 use zeroize::Zeroizing;
 
 use super::key_schedule::{self, Secrets, transcript_hash};
-use super::messages::{self, MessageReader};
+use super::messages;
 use super::{
-    ClientOptions, Handshake, HandshakeConfig, HandshakeError, HandshakeOutcome, Resumption, RpcVersion,
-    RpcVersions, ephemeral_group, negotiated_frame_size, random_nonce,
+    ClientOptions, Core, HandshakeConfig, HandshakeError, HandshakeOutcome, Machine, Phase, Resumption,
+    RpcVersion, RpcVersions, ephemeral_group, negotiated_frame_size, random_nonce,
 };
 use crate::UnixTime;
 use crate::crypto::StaticKeyPair;
@@ -24,25 +24,21 @@ pub struct ClientHandshake {
     config: Arc<HandshakeConfig>,
     options: ClientOptions,
     now: UnixTime,
-    reader: MessageReader,
-    out: Vec<u8>,
-    state: State,
+    core: Core<Step>,
 }
 
-enum State {
+pub(crate) enum Step {
     ExpectServerInit(Box<ExpectServerInit>),
     ExpectServerFinished(Box<ExpectServerFinished>),
-    Done(Option<Box<HandshakeOutcome>>),
-    Failed(HandshakeError),
 }
 
-struct ExpectServerInit {
+pub(crate) struct ExpectServerInit {
     client_init: Vec<u8>,
     ephemeral: Option<StaticKeyPair>,
     offered_ticket: Option<ClientTicket>,
 }
 
-struct ExpectServerFinished {
+pub(crate) struct ExpectServerFinished {
     client_init: Vec<u8>,
     server_init: Vec<u8>,
     th1: [u8; 32],
@@ -98,17 +94,16 @@ impl ClientHandshake {
             pfs: ephemeral.is_some(),
         };
         let framed = messages::frame(Msg::ClientInit(ci));
+        let first = Step::ExpectServerInit(Box::new(ExpectServerInit {
+            client_init: framed.clone(),
+            ephemeral,
+            offered_ticket,
+        }));
         Ok(Self {
-            out: framed.clone(),
-            state: State::ExpectServerInit(Box::new(ExpectServerInit {
-                client_init: framed,
-                ephemeral,
-                offered_ticket,
-            })),
+            core: Core::new(first, framed),
             config,
             options,
             now,
-            reader: MessageReader::default(),
         })
     }
 
@@ -316,7 +311,8 @@ impl ClientHandshake {
         }
         let th2 = transcript_hash(&[&st.client_init, &st.server_init, &framed]);
         let mac = st.secrets.client_finished(&th2, cf_ticket.as_ref());
-        self.out
+        self.core
+            .out
             .extend_from_slice(&messages::frame(Msg::ClientFinished(ClientFinished {
                 mac,
                 new_ticket: cf_ticket,
@@ -337,57 +333,28 @@ impl ClientHandshake {
             kci_resistant: kci,
         })
     }
-
-    fn step(&mut self, input: &[u8]) -> Result<usize, HandshakeError> {
-        let mut used = 0;
-        loop {
-            if matches!(self.state, State::Done(_)) {
-                return Ok(used);
-            }
-            let (n, msg) = self.reader.read(input.get(used..).unwrap_or_default())?;
-            used += n;
-            let Some(framed) = msg else { return Ok(used) };
-            let state = std::mem::replace(&mut self.state, State::Failed(HandshakeError::AlreadyComplete));
-            self.state = match state {
-                State::ExpectServerInit(st) => {
-                    State::ExpectServerFinished(Box::new(self.on_server_init(*st, framed)?))
-                }
-                State::ExpectServerFinished(st) => {
-                    State::Done(Some(Box::new(self.on_server_finished(*st, framed)?)))
-                }
-                other => other,
-            };
-        }
-    }
 }
 
-impl Handshake for ClientHandshake {
-    fn handle_input(&mut self, input: &[u8]) -> Result<usize, HandshakeError> {
-        match &self.state {
-            State::Failed(e) => return Err(e.clone()),
-            State::Done(_) => return Ok(0),
-            _ => {}
-        }
-        self.step(input).inspect_err(|e| {
-            self.state = State::Failed(e.clone());
-            // Tell the peer why (it is closed after this).
-            self.out.extend(e.alert().unwrap_or_default());
+impl Machine for ClientHandshake {
+    type Step = Step;
+
+    fn core(&mut self) -> &mut Core<Step> {
+        &mut self.core
+    }
+
+    fn core_ref(&self) -> &Core<Step> {
+        &self.core
+    }
+
+    fn advance(&mut self, step: Step, framed: Vec<u8>) -> Result<Phase<Step>, HandshakeError> {
+        Ok(match step {
+            Step::ExpectServerInit(st) => Phase::Running(Step::ExpectServerFinished(Box::new(
+                self.on_server_init(*st, framed)?,
+            ))),
+            Step::ExpectServerFinished(st) => {
+                Phase::Done(Some(Box::new(self.on_server_finished(*st, framed)?)))
+            }
         })
-    }
-
-    fn poll_output(&mut self, out: &mut Vec<u8>) {
-        out.append(&mut self.out);
-    }
-
-    fn is_done(&self) -> bool {
-        matches!(self.state, State::Done(_))
-    }
-
-    fn take_outcome(&mut self) -> Option<HandshakeOutcome> {
-        match &mut self.state {
-            State::Done(o) => o.take().map(|b| *b),
-            _ => None,
-        }
     }
 }
 

@@ -469,6 +469,94 @@ impl fmt::Debug for HandshakeOutcome {
     }
 }
 
+/// Where a side's state machine is: in one of its steps, done, or failed.
+/// After a failure every call returns the same error (fused).
+pub(crate) enum Phase<S> {
+    Running(S),
+    Done(Option<Box<HandshakeOutcome>>),
+    Failed(HandshakeError),
+}
+
+/// The I/O state both sides share: the message being read, bytes to send,
+/// and the phase.
+pub(crate) struct Core<S> {
+    reader: messages::MessageReader,
+    pub(crate) out: Vec<u8>,
+    phase: Phase<S>,
+}
+
+impl<S> Core<S> {
+    pub(crate) fn new(first: S, out: Vec<u8>) -> Self {
+        Self {
+            reader: messages::MessageReader::default(),
+            out,
+            phase: Phase::Running(first),
+        }
+    }
+}
+
+/// One side of the protocol: how a whole message moves it to its next phase.
+/// The input loop, fusing, alerts and the [`Handshake`] impl are shared.
+pub(crate) trait Machine: Send {
+    type Step;
+    fn core(&mut self) -> &mut Core<Self::Step>;
+    fn core_ref(&self) -> &Core<Self::Step>;
+    /// Handles one complete framed message received in `step`.
+    fn advance(&mut self, step: Self::Step, framed: Vec<u8>) -> Result<Phase<Self::Step>, HandshakeError>;
+}
+
+/// Reads whole messages from `input` and advances until done or out of input.
+fn read_messages<M: Machine>(m: &mut M, input: &[u8]) -> Result<usize, HandshakeError> {
+    let mut used = 0;
+    loop {
+        if matches!(m.core_ref().phase, Phase::Done(_)) {
+            return Ok(used);
+        }
+        let (n, msg) = m.core().reader.read(input.get(used..).unwrap_or_default())?;
+        used += n;
+        let Some(framed) = msg else { return Ok(used) };
+        let placeholder = Phase::Failed(HandshakeError::AlreadyComplete);
+        match std::mem::replace(&mut m.core().phase, placeholder) {
+            Phase::Running(step) => {
+                let next = m.advance(step, framed)?;
+                m.core().phase = next;
+            }
+            other => m.core().phase = other,
+        }
+    }
+}
+
+impl<M: Machine> Handshake for M {
+    fn handle_input(&mut self, input: &[u8]) -> Result<usize, HandshakeError> {
+        match &self.core_ref().phase {
+            Phase::Failed(e) => return Err(e.clone()),
+            Phase::Done(_) => return Ok(0),
+            Phase::Running(_) => {}
+        }
+        read_messages(self, input).inspect_err(|e| {
+            let core = self.core();
+            core.phase = Phase::Failed(e.clone());
+            // Tell the peer why (the connection is closed after this).
+            core.out.extend(e.alert().unwrap_or_default());
+        })
+    }
+
+    fn poll_output(&mut self, out: &mut Vec<u8>) {
+        out.append(&mut self.core().out);
+    }
+
+    fn is_done(&self) -> bool {
+        matches!(self.core_ref().phase, Phase::Done(_))
+    }
+
+    fn take_outcome(&mut self) -> Option<HandshakeOutcome> {
+        match &mut self.core().phase {
+            Phase::Done(o) => o.take().map(|b| *b),
+            _ => None,
+        }
+    }
+}
+
 /// The driving interface shared by both sides.
 pub trait Handshake: Send {
     /// Feeds bytes from the peer; returns how many belong to the handshake.

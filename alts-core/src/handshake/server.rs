@@ -9,10 +9,10 @@ use alts_proto::alts_v1::{
 use zeroize::Zeroizing;
 
 use super::key_schedule::{self, Secrets, transcript_hash};
-use super::messages::{self, MessageReader};
+use super::messages;
 use super::{
-    Handshake, HandshakeConfig, HandshakeError, HandshakeOutcome, Resumption, RpcVersion, RpcVersions,
-    ephemeral_group, first_common, negotiated_frame_size, random_nonce,
+    Core, HandshakeConfig, HandshakeError, HandshakeOutcome, Machine, Phase, Resumption, RpcVersion,
+    RpcVersions, ephemeral_group, first_common, negotiated_frame_size, random_nonce,
 };
 use crate::UnixTime;
 use crate::crypto::StaticKeyPair;
@@ -24,19 +24,15 @@ use crate::verify::VerifiedPeer;
 pub struct ServerHandshake {
     config: Arc<HandshakeConfig>,
     now: UnixTime,
-    reader: MessageReader,
-    out: Vec<u8>,
-    state: State,
+    core: Core<Step>,
 }
 
-enum State {
+pub(crate) enum Step {
     ExpectClientInit,
     ExpectClientFinished(Box<ExpectClientFinished>),
-    Done(Option<Box<HandshakeOutcome>>),
-    Failed(HandshakeError),
 }
 
-struct ExpectClientFinished {
+pub(crate) struct ExpectClientFinished {
     th2: [u8; 32],
     secrets: Secrets,
     outcome: HandshakeOutcome,
@@ -56,9 +52,7 @@ impl ServerHandshake {
         Self {
             config,
             now,
-            reader: MessageReader::default(),
-            out: Vec::new(),
-            state: State::ExpectClientInit,
+            core: Core::new(Step::ExpectClientInit, Vec::new()),
         }
     }
 
@@ -278,8 +272,8 @@ impl ServerHandshake {
             new_ticket: sf_ticket,
         }));
         let th2 = transcript_hash(&[&framed, &si_framed, &sf_framed]);
-        self.out.extend_from_slice(&si_framed);
-        self.out.extend_from_slice(&sf_framed);
+        self.core.out.extend_from_slice(&si_framed);
+        self.core.out.extend_from_slice(&sf_framed);
 
         let outcome = HandshakeOutcome {
             side: Side::Server,
@@ -339,57 +333,28 @@ impl ServerHandshake {
         }
         Ok(st.outcome)
     }
-
-    fn step(&mut self, input: &[u8]) -> Result<usize, HandshakeError> {
-        let mut used = 0;
-        loop {
-            if matches!(self.state, State::Done(_)) {
-                return Ok(used);
-            }
-            let (n, msg) = self.reader.read(input.get(used..).unwrap_or_default())?;
-            used += n;
-            let Some(framed) = msg else { return Ok(used) };
-            let state = std::mem::replace(&mut self.state, State::Failed(HandshakeError::AlreadyComplete));
-            self.state = match state {
-                State::ExpectClientInit => {
-                    State::ExpectClientFinished(Box::new(self.on_client_init(framed)?))
-                }
-                State::ExpectClientFinished(st) => {
-                    State::Done(Some(Box::new(self.on_client_finished(*st, framed)?)))
-                }
-                other => other,
-            };
-        }
-    }
 }
 
-impl Handshake for ServerHandshake {
-    fn handle_input(&mut self, input: &[u8]) -> Result<usize, HandshakeError> {
-        match &self.state {
-            State::Failed(e) => return Err(e.clone()),
-            State::Done(_) => return Ok(0),
-            _ => {}
-        }
-        self.step(input).inspect_err(|e| {
-            self.state = State::Failed(e.clone());
-            // Tell the peer why (it is closed after this).
-            self.out.extend(e.alert().unwrap_or_default());
+impl Machine for ServerHandshake {
+    type Step = Step;
+
+    fn core(&mut self) -> &mut Core<Step> {
+        &mut self.core
+    }
+
+    fn core_ref(&self) -> &Core<Step> {
+        &self.core
+    }
+
+    fn advance(&mut self, step: Step, framed: Vec<u8>) -> Result<Phase<Step>, HandshakeError> {
+        Ok(match step {
+            Step::ExpectClientInit => {
+                Phase::Running(Step::ExpectClientFinished(Box::new(self.on_client_init(framed)?)))
+            }
+            Step::ExpectClientFinished(st) => {
+                Phase::Done(Some(Box::new(self.on_client_finished(*st, framed)?)))
+            }
         })
-    }
-
-    fn poll_output(&mut self, out: &mut Vec<u8>) {
-        out.append(&mut self.out);
-    }
-
-    fn is_done(&self) -> bool {
-        matches!(self.state, State::Done(_))
-    }
-
-    fn take_outcome(&mut self) -> Option<HandshakeOutcome> {
-        match &mut self.state {
-            State::Done(o) => o.take().map(|b| *b),
-            _ => None,
-        }
     }
 }
 
