@@ -194,6 +194,25 @@ impl ResumptionKeys {
         self.keys.iter().find(|k| k.rid[..] == *rid)
     }
 
+    /// Seals a fresh ticket under the current key: `peer` as verified now,
+    /// `local` (the sealer's identity) and the secret `R` it resumes with.
+    pub(crate) fn seal_ticket(
+        &self,
+        peer: &VerifiedPeer,
+        local: &str,
+        secret: &ResumptionSecret,
+        expires_at: UnixTime,
+        record_protocol: &str,
+        rng: &dyn SecureRandom,
+    ) -> Result<alts_proto::alts_v1::ResumptionTicket, TicketError> {
+        let key = self.current();
+        let contents = ticket_contents(peer, local, secret, expires_at, record_protocol);
+        Ok(alts_proto::alts_v1::ResumptionTicket {
+            rid: key.rid().to_vec(),
+            ticket: key.seal(&contents, rng)?,
+        })
+    }
+
     /// All RIDs held.
     pub fn rids(&self) -> impl Iterator<Item = &[u8; RID_LEN]> {
         self.keys.iter().map(|k| &k.rid)
@@ -218,7 +237,7 @@ impl fmt::Debug for ResumptionSecret {
 }
 
 /// Builds the plaintext of a ticket.
-pub(crate) fn ticket_contents(
+fn ticket_contents(
     peer: &VerifiedPeer,
     local_identity: &str,
     secret: &ResumptionSecret,

@@ -14,9 +14,9 @@ use super::{
     RpcVersion, RpcVersions, ephemeral_group, negotiated_frame_size, random_nonce,
 };
 use crate::UnixTime;
-use crate::crypto::StaticKeyPair;
+use crate::crypto::{CryptoError, StaticKeyPair};
 use crate::record::{RecordProtocol, Side};
-use crate::resumption::{ClientTicket, TicketError, check_contents, ticket_contents};
+use crate::resumption::{ClientTicket, TicketError, check_contents};
 use crate::verify::VerifiedPeer;
 
 /// The client side of an ALTS handshake.
@@ -293,21 +293,18 @@ impl ClientHandshake {
                     },
                 );
             }
-            let key = r.keys.current();
-            let contents = ticket_contents(
-                &st.peer,
-                &local,
-                &st.secrets.r_server_ticket,
-                expires_at,
-                st.record_protocol.name(),
+            cf_ticket = Some(
+                r.keys
+                    .seal_ticket(
+                        &st.peer,
+                        &local,
+                        &st.secrets.r_server_ticket,
+                        expires_at,
+                        st.record_protocol.name(),
+                        c.provider.random.as_ref(),
+                    )
+                    .map_err(|_| HandshakeError::Crypto(CryptoError::Random))?,
             );
-            let sealed = key
-                .seal(&contents, c.provider.random.as_ref())
-                .map_err(|_| HandshakeError::Malformed("sealing ticket"))?;
-            cf_ticket = Some(ResumptionTicket {
-                rid: key.rid().to_vec(),
-                ticket: sealed,
-            });
         }
         let th2 = transcript_hash(&[&st.client_init, &st.server_init, &framed]);
         let mac = st.secrets.client_finished(&th2, cf_ticket.as_ref());

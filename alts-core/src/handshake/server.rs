@@ -15,9 +15,9 @@ use super::{
     RpcVersions, ephemeral_group, first_common, negotiated_frame_size, random_nonce,
 };
 use crate::UnixTime;
-use crate::crypto::StaticKeyPair;
+use crate::crypto::{CryptoError, StaticKeyPair};
 use crate::record::{RecordProtocol, Side};
-use crate::resumption::{StoredServerTicket, TicketError, check_contents, ticket_contents, ticket_id};
+use crate::resumption::{StoredServerTicket, TicketError, check_contents, ticket_id};
 use crate::verify::VerifiedPeer;
 
 /// The server side of an ALTS handshake.
@@ -250,21 +250,18 @@ impl ServerHandshake {
         let local = c.credentials.identity().to_owned();
         let mut sf_ticket = None;
         if let Some(r) = c.resumption.as_ref().filter(|_| !kci) {
-            let key = r.keys.current();
-            let contents = ticket_contents(
-                &peer,
-                &local,
-                &secrets.r_client_ticket,
-                self.now.plus(r.ticket_lifetime_secs),
-                record_protocol.name(),
+            sf_ticket = Some(
+                r.keys
+                    .seal_ticket(
+                        &peer,
+                        &local,
+                        &secrets.r_client_ticket,
+                        self.now.plus(r.ticket_lifetime_secs),
+                        record_protocol.name(),
+                        c.provider.random.as_ref(),
+                    )
+                    .map_err(|_| HandshakeError::Crypto(CryptoError::Random))?,
             );
-            let sealed = key
-                .seal(&contents, c.provider.random.as_ref())
-                .map_err(|_| HandshakeError::Malformed("sealing ticket"))?;
-            sf_ticket = Some(ResumptionTicket {
-                rid: key.rid().to_vec(),
-                ticket: sealed,
-            });
         }
         let mac = secrets.server_finished(&th1, sf_ticket.as_ref());
         let sf_framed = messages::frame(Msg::ServerFinished(ServerFinished {
