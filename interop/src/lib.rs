@@ -32,3 +32,26 @@ pub async fn serve_handshaker(
 pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr).await
 }
+
+/// Credential files from the programs' common flags (`--creds`, `--root`,
+/// `--policy`, `--crl`). Without `--policy` any issuer under the root is
+/// accepted, with a warning.
+pub fn credential_files(
+    creds: impl AsRef<std::path::Path>,
+    root: impl AsRef<std::path::Path>,
+    policy: Option<&std::path::Path>,
+    crl: Option<&std::path::Path>,
+) -> tonic_alts::CredentialFiles {
+    let mut files = tonic_alts::CredentialFiles::new(creds.as_ref(), root.as_ref());
+    match policy {
+        Some(p) => files = files.policy(p),
+        None => {
+            tracing::warn!("no --policy given: accepting any issuer under the root");
+            files = files.accept_any_issuer();
+        }
+    }
+    if let Some(c) = crl {
+        files = files.crl(c);
+    }
+    files
+}

@@ -113,7 +113,7 @@ where
 }
 
 async fn client_handshake_inner<IO>(
-    mut io: IO,
+    io: IO,
     config: Arc<HandshakeConfig>,
     options: ClientOptions,
     timeout: Duration,
@@ -122,15 +122,50 @@ async fn client_handshake_inner<IO>(
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
+    let hs = ClientHandshake::new(config, options, unix_now())?;
+    run(io, hs, "client", timeout, coalesce).await
+}
+
+/// Runs the server handshake over `io` within `timeout`.
+pub async fn server_handshake<IO>(
+    io: IO,
+    config: Arc<HandshakeConfig>,
+    timeout: Duration,
+) -> Result<AltsStream<IO>, AltsError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    run(
+        io,
+        ServerHandshake::new(config, unix_now()),
+        "server",
+        timeout,
+        false,
+    )
+    .await
+}
+
+/// Drives `hs` over `io` within `timeout` in an `alts_handshake` span that
+/// records the peer, whether it resumed, the outcome and the duration.
+async fn run<IO, H>(
+    mut io: IO,
+    mut hs: H,
+    side: &'static str,
+    timeout: Duration,
+    coalesce: bool,
+) -> Result<AltsStream<IO>, AltsError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+    H: Handshake,
+{
     let span = tracing::info_span!(
         "alts_handshake",
-        side = "client",
+        side,
         peer = tracing::field::Empty,
         resumed = tracing::field::Empty
     );
     let start = Instant::now();
     async {
-        let mut hs = ClientHandshake::new(config, options, unix_now())?;
         let (outcome, leftover, pending) = tokio::time::timeout(timeout, drive(&mut io, &mut hs, coalesce))
             .await
             .map_err(|_| AltsError::Timeout(timeout))??;
@@ -139,36 +174,11 @@ where
     }
     .instrument(span.clone())
     .await
-    .inspect_err(|e| span.in_scope(|| tracing::info!(error = %e, elapsed_us = start.elapsed().as_micros() as u64, "handshake failed")))
-}
-
-/// Runs the server handshake over `io` within `timeout`.
-pub async fn server_handshake<IO>(
-    mut io: IO,
-    config: Arc<HandshakeConfig>,
-    timeout: Duration,
-) -> Result<AltsStream<IO>, AltsError>
-where
-    IO: AsyncRead + AsyncWrite + Unpin,
-{
-    let span = tracing::info_span!(
-        "alts_handshake",
-        side = "server",
-        peer = tracing::field::Empty,
-        resumed = tracing::field::Empty
-    );
-    let start = Instant::now();
-    async {
-        let mut hs = ServerHandshake::new(config, unix_now());
-        let (outcome, leftover, pending) = tokio::time::timeout(timeout, drive(&mut io, &mut hs, false))
-            .await
-            .map_err(|_| AltsError::Timeout(timeout))??;
-        finish_span(&outcome, start);
-        into_stream(io, &outcome, leftover, pending)
-    }
-    .instrument(span.clone())
-    .await
-    .inspect_err(|e| span.in_scope(|| tracing::info!(error = %e, elapsed_us = start.elapsed().as_micros() as u64, "handshake failed")))
+    .inspect_err(|e| {
+        span.in_scope(|| {
+            tracing::info!(error = %e, elapsed_us = start.elapsed().as_micros() as u64, "handshake failed")
+        })
+    })
 }
 
 fn finish_span(o: &HandshakeOutcome, start: Instant) {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use alts_interop::engine::AltsEngineFactory;
 use alts_interop::handshaker_service::{AltsHandshakerService, HandshakerConfig};
 use clap::Parser;
-use tonic_alts::{AltsConfig, CredentialFiles};
+use tonic_alts::AltsConfig;
 
 /// ALTS handshaker service for stock gRPC stacks (plaintext gRPC: listen on
 /// a local address only).
@@ -54,17 +54,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_ansi(false)
         .init();
     let args = Args::parse();
-    let mut files = CredentialFiles::new(&args.creds, &args.root);
-    if args.policy.is_none() {
-        tracing::warn!("no --policy given: accepting any issuer under the root");
-        files = files.accept_any_issuer();
-    }
-    if let Some(p) = &args.policy {
-        files = files.policy(p);
-    }
-    if let Some(c) = &args.crl {
-        files = files.crl(c);
-    }
+    let files = alts_interop::credential_files(
+        &args.creds,
+        &args.root,
+        args.policy.as_deref(),
+        args.crl.as_deref(),
+    );
     let config = AltsConfig::from_files(files)?;
     let identity = config.snapshot().credentials.identity().to_owned();
     let _reloader = config.spawn_reloader(Duration::from_secs(args.reload_secs.max(1)))?;

@@ -17,7 +17,7 @@ use alts_proto::grpc_testing::test_service_client::TestServiceClient;
 use alts_proto::grpc_testing::{Empty, Payload, SimpleRequest};
 use clap::Parser;
 use tonic::transport::{Channel, Endpoint};
-use tonic_alts::{AltsConfig, AltsConnector, AltsPeer, CredentialFiles, HandshakerServiceClient};
+use tonic_alts::{AltsConfig, AltsConnector, AltsPeer, HandshakerServiceClient};
 
 /// ALTS interop client (health + grpc.testing subset).
 #[derive(Parser, Debug)]
@@ -71,17 +71,8 @@ async fn channel(args: &Args, last: LastPeer) -> Result<Channel, Box<dyn std::er
             let (Some(creds), Some(root)) = (&args.creds, &args.root) else {
                 return Err("--creds and --root are required without --handshaker".into());
             };
-            let mut files = CredentialFiles::new(creds, root);
-            if args.policy.is_none() {
-                tracing::warn!("no --policy given: accepting any issuer under the root");
-                files = files.accept_any_issuer();
-            }
-            if let Some(p) = &args.policy {
-                files = files.policy(p);
-            }
-            if let Some(c) = &args.crl {
-                files = files.crl(c);
-            }
+            let files =
+                alts_interop::credential_files(creds, root, args.policy.as_deref(), args.crl.as_deref());
             AltsConnector::new(AltsConfig::from_files(files)?.with_handshake_timeout(timeout))
         }
     }

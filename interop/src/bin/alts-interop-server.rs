@@ -21,7 +21,7 @@ use clap::Parser;
 use tokio_stream::Stream;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
-use tonic_alts::{AltsConfig, AltsIncoming, AltsRequestExt, CredentialFiles, HandshakerServiceClient};
+use tonic_alts::{AltsConfig, AltsIncoming, AltsRequestExt, HandshakerServiceClient};
 
 const MAX_RESPONSE_SIZE: i32 = 4 << 20;
 
@@ -166,17 +166,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let (Some(creds), Some(root)) = (&args.creds, &args.root) else {
                 return Err("--creds and --root are required without --handshaker".into());
             };
-            let mut files = CredentialFiles::new(creds, root);
-            if args.policy.is_none() {
-                tracing::warn!("no --policy given: accepting any issuer under the root");
-                files = files.accept_any_issuer();
-            }
-            if let Some(p) = &args.policy {
-                files = files.policy(p);
-            }
-            if let Some(c) = &args.crl {
-                files = files.crl(c);
-            }
+            let files =
+                alts_interop::credential_files(creds, root, args.policy.as_deref(), args.crl.as_deref());
             let config = AltsConfig::from_files(files)?.with_handshake_timeout(timeout);
             let name = config.snapshot().credentials.identity().to_owned();
             let reloader = config.spawn_reloader(Duration::from_secs(30))?;
