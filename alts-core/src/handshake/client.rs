@@ -55,7 +55,7 @@ pub(crate) struct ExpectServerFinished {
 }
 
 impl ClientHandshake {
-    /// Starts a handshake: the ClientInit is ready in [`Handshake::poll_output`].
+    /// Starts a handshake: the ClientInit is ready in [`Handshake::poll_output`](super::Handshake::poll_output).
     pub fn new(
         config: Arc<HandshakeConfig>,
         options: ClientOptions,
