@@ -92,10 +92,15 @@ pub(crate) fn decode(framed: &[u8]) -> Result<handshake_message::Msg, HandshakeE
     let body = framed
         .get(4..)
         .ok_or(HandshakeError::Malformed("length prefix"))?;
-    let msg = HandshakeMessage::decode(body)
-        .map_err(|_| HandshakeError::Malformed("protobuf"))?
-        .msg
-        .ok_or(HandshakeError::Malformed("empty message"))?;
+    let decoded = HandshakeMessage::decode(body).map_err(|_| HandshakeError::Malformed("protobuf"))?;
+    // Only the canonical encoding (what `frame` writes) is accepted: the
+    // Finished messages' own bytes are not covered by the MAC they carry, so
+    // unknown fields or padded varints would otherwise let a modified flight
+    // through (found by the `handshake_flight_mutation` fuzz target).
+    if decoded.encoded_len() != body.len() || decoded.encode_to_vec() != body {
+        return Err(HandshakeError::Malformed("non-canonical encoding"));
+    }
+    let msg = decoded.msg.ok_or(HandshakeError::Malformed("empty message"))?;
     if let handshake_message::Msg::Alert(a) = msg {
         let text: String = a
             .message
