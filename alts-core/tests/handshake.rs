@@ -908,3 +908,51 @@ mod no_panic {
         }
     }
 }
+
+/// Known answer for a whole handshake with fixed keys, nonces and clock: the
+/// bytes on the wire and the record key material. Any change to message
+/// layout, field numbers, labels or the key schedule changes these.
+#[test]
+fn full_handshake_wire_known_answer() {
+    let w = world();
+    let mut client = ClientHandshake::new(
+        Arc::new(config(&w, &w.client, b"c")),
+        ClientOptions::default(),
+        NOW,
+    )
+    .unwrap();
+    let mut server = ServerHandshake::new(Arc::new(config(&w, &w.server, b"s")), NOW);
+    let mut wire = Vec::new();
+    let mut ci = Vec::new();
+    client.poll_output(&mut ci);
+    server.handle_input(&ci).unwrap();
+    let mut flight = Vec::new();
+    server.poll_output(&mut flight);
+    client.handle_input(&flight).unwrap();
+    let mut cf = Vec::new();
+    client.poll_output(&mut cf);
+    server.handle_input(&cf).unwrap();
+    wire.extend_from_slice(&ci);
+    wire.extend_from_slice(&flight);
+    wire.extend_from_slice(&cf);
+    let c = client.take_outcome().unwrap();
+    let s = server.take_outcome().unwrap();
+    assert_eq!(&c.key_data[..], &s.key_data[..]);
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let got = (
+        wire.len(),
+        hex(&alts_core::crypto::sha256(&wire)),
+        hex(&c.key_data),
+    );
+    assert_eq!(
+        (got.0, got.1.as_str(), got.2.as_str()),
+        WIRE_KAT,
+        "the handshake wire format or key schedule changed: {got:?}"
+    );
+}
+
+const WIRE_KAT: (usize, &str, &str) = (
+    1218,
+    "177bdd397d031859546a0a82bc2b10d8c1be02de849daef89ce748db870c60b4",
+    "734c1372192f9a378b327928756dbb12ba02c64ef0519c00e2e9f948fdd0de99c462b54ed703e9eca7eabe46",
+);
