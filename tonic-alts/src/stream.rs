@@ -113,6 +113,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for AltsStream<IO> {
                 let n = this.plain.len().min(buf.remaining());
                 buf.put_slice(&this.plain[..n]);
                 this.plain.advance(n);
+                if this.plain.is_empty() {
+                    // Release our share of the read buffer so it can be reused in place.
+                    this.plain = BytesMut::new();
+                }
                 return Poll::Ready(Ok(()));
             }
             if let Some(p) = this.opener.open(&mut this.rbuf).map_err(invalid)? {
