@@ -832,7 +832,11 @@ pub struct LocalCredentials {
     cert: Vec<u8>,
     key: StaticKeyPair,
     info: HandshakeCertInfo,
+    dh_cache: std::sync::Arc<crate::crypto::StaticDhCache>,
 }
+
+/// Peers whose static-static X25519 result is kept per credential.
+const STATIC_DH_CACHE: usize = 4096;
 
 impl LocalCredentials {
     /// Checks that `static_key` matches the certificate's static public key.
@@ -849,7 +853,25 @@ impl LocalCredentials {
             cert: handshake_cert,
             key: static_key,
             info,
+            dh_cache: std::sync::Arc::new(crate::crypto::StaticDhCache::new(STATIC_DH_CACHE)),
         })
+    }
+
+    /// X25519 of our static key with a peer's *certified static* key. The
+    /// result is cached per peer key (it never changes), so repeated full
+    /// handshakes with the same peer certificate skip the scalar
+    /// multiplication. Never pass ephemeral keys here; use
+    /// [`LocalCredentials::key_pair`] for those.
+    pub fn static_agree(
+        &self,
+        peer_static: &[u8; 32],
+    ) -> Result<crate::crypto::SharedSecret, crate::crypto::CryptoError> {
+        self.dh_cache.agree(&self.key, peer_static)
+    }
+
+    /// Number of peers whose static-static result is cached.
+    pub fn static_dh_cache_len(&self) -> usize {
+        self.dh_cache.len()
     }
 
     /// The serialized handshake certificate (sent to peers).

@@ -956,3 +956,39 @@ const WIRE_KAT: (usize, &str, &str) = (
     "177bdd397d031859546a0a82bc2b10d8c1be02de849daef89ce748db870c60b4",
     "734c1372192f9a378b327928756dbb12ba02c64ef0519c00e2e9f948fdd0de99c462b54ed703e9eca7eabe46",
 );
+
+#[test]
+fn static_dh_is_cached_per_peer_and_matches_a_fresh_computation() {
+    let w = world();
+    let peer = *w.server.credentials.key_pair().public_key();
+    let fresh = w.client.credentials.key_pair().agree(&peer).unwrap();
+    assert_eq!(w.client.credentials.static_dh_cache_len(), 0);
+    let (a, _) = run(
+        config(&w, &w.client, b"c1"),
+        config(&w, &w.server, b"s"),
+        ClientOptions::default(),
+        Delivery::Whole,
+    )
+    .unwrap();
+    let (b, _) = run(
+        config(&w, &w.client, b"c2"),
+        config(&w, &w.server, b"s"),
+        ClientOptions::default(),
+        Delivery::Whole,
+    )
+    .unwrap();
+    assert_eq!(w.client.credentials.static_dh_cache_len(), 1);
+    assert_eq!(w.server.credentials.static_dh_cache_len(), 1);
+    assert_eq!(
+        w.client.credentials.static_agree(&peer).unwrap().secret_bytes(),
+        fresh.secret_bytes()
+    );
+    assert_ne!(
+        &a.key_data[..],
+        &b.key_data[..],
+        "cached DH, fresh nonces: fresh keys"
+    );
+    // A low-order peer key is refused and not cached.
+    assert!(w.client.credentials.static_agree(&[0u8; 32]).is_err());
+    assert_eq!(w.client.credentials.static_dh_cache_len(), 1);
+}

@@ -181,6 +181,68 @@ impl fmt::Debug for StaticKeyPair {
     }
 }
 
+/// Results of static-static X25519 with peers' certified keys, for one
+/// static key pair. The result for a given peer key never changes, so a
+/// repeated full handshake with the same peer certificate needs no scalar
+/// multiplication. Bounded (oldest evicted); values zeroized when dropped.
+/// It holds nothing an attacker with our static private key could not
+/// compute, and lives no longer than that key's credentials.
+pub(crate) struct StaticDhCache {
+    capacity: usize,
+    inner: std::sync::Mutex<DhEntries>,
+}
+
+type DhEntries = (
+    std::collections::HashMap<[u8; X25519_LEN], Zeroizing<[u8; X25519_LEN]>>,
+    std::collections::VecDeque<[u8; X25519_LEN]>,
+);
+
+impl StaticDhCache {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            inner: std::sync::Mutex::new(Default::default()),
+        }
+    }
+
+    /// X25519 of `key` with `peer`, cached by `peer`.
+    pub(crate) fn agree(
+        &self,
+        key: &StaticKeyPair,
+        peer: &[u8; X25519_LEN],
+    ) -> Result<SharedSecret, CryptoError> {
+        if let Ok(guard) = self.inner.lock()
+            && let Some(v) = guard.0.get(peer)
+        {
+            return Ok(SharedSecret::new(v.to_vec()));
+        }
+        let shared = key.agree(peer)?;
+        if let (Ok(mut guard), Ok(bytes)) = (
+            self.inner.lock(),
+            <[u8; X25519_LEN]>::try_from(shared.secret_bytes()),
+        ) {
+            let (map, order) = &mut *guard;
+            while map.len() >= self.capacity.max(1) {
+                match order.pop_front() {
+                    Some(old) => {
+                        map.remove(&old);
+                    }
+                    None => break,
+                }
+            }
+            if map.insert(*peer, Zeroizing::new(bytes)).is_none() {
+                order.push_back(*peer);
+            }
+        }
+        Ok(shared)
+    }
+
+    /// Number of cached peers.
+    pub(crate) fn len(&self) -> usize {
+        self.inner.lock().map(|g| g.0.len()).unwrap_or(0)
+    }
+}
+
 /// Prints bytes as lowercase hex (for public values only).
 pub(crate) struct Hex<'a>(pub(crate) &'a [u8]);
 

@@ -211,7 +211,7 @@ impl ClientHandshake {
             }
             ResumptionMode::NotResumed => {
                 let peer = c.verifier.verify_handshake_cert(&si.handshake_cert, self.now)?;
-                let static_dh = c.credentials.key_pair().agree(&peer.static_public_key)?;
+                let static_dh = c.credentials.static_agree(&peer.static_public_key)?;
                 let mut ikm = Zeroizing::new(static_dh.secret_bytes().to_vec());
                 if kci {
                     let (Some(e), Some(p)) = (&st.ephemeral, peer_share) else {

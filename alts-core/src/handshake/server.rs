@@ -205,7 +205,7 @@ impl ServerHandshake {
             None => {
                 let peer = c.verifier.verify_handshake_cert(&ci.handshake_cert, self.now)?;
                 self.admit(&peer)?;
-                let static_dh = c.credentials.key_pair().agree(&peer.static_public_key)?;
+                let static_dh = c.credentials.static_agree(&peer.static_public_key)?;
                 let mut ikm = Zeroizing::new(static_dh.secret_bytes().to_vec());
                 if kci {
                     let (Some(e), Some(p)) = (&ephemeral, peer_share) else {
