@@ -8,7 +8,7 @@
 //! Skipped loudly (a `SKIP:` line on stdout and stderr) when namespaces are
 //! not permitted; fails if the venv cannot be set up.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
@@ -17,24 +17,9 @@ use alts_core::cert::{self, Category, HandshakeParams, PrincipalParams, RootKey,
 use alts_core::crl::RevocationList;
 use alts_core::crypto::{SecureRandom, StaticKeyPair, default_provider};
 
-const SKIP_CODE: i32 = 77;
+mod common;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn skip(why: &str) {
-    println!("SKIP: cross_stack: {why}");
-    eprintln!("SKIP: cross_stack: {why}");
-    summary(&format!("SKIP: cross_stack: {why}\n"));
-}
-
-/// Leaves what happened where `.ci/run` prints it (test output is captured).
-fn summary(text: &str) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/interop-logs/cross-stack");
-    let _ = std::fs::create_dir_all(&dir);
-    let _ = std::fs::write(dir.join("summary.txt"), text);
-}
+use common::StockTest;
 
 /// Writes `dir/handshake.cert` and `dir/handshake.key` for `identity`;
 /// returns the principal revocation id.
@@ -138,61 +123,27 @@ const CASES: [&str; 12] = [
 
 #[test]
 fn cross_stack_with_stock_grpcio() {
-    let root = root();
-    let netns = root.join("interop/scripts/netns-run.sh");
-
-    // 1. Namespaces available? (Checked first: no venv needed to skip.)
-    let probe = Command::new(&netns)
-        .arg("true")
-        .output()
-        .expect("run netns-run.sh");
-    if probe.status.code() == Some(SKIP_CODE) {
-        skip(String::from_utf8_lossy(&probe.stdout).trim());
+    let Some(test) = StockTest::prepare("cross_stack", "cross-stack") else {
         return;
-    }
-    assert!(probe.status.success(), "netns-run.sh probe failed: {probe:?}");
-
-    // 2. Stock grpcio venv + generated stubs.
-    let t = Instant::now();
-    let setup = Command::new(root.join("interop/python/setup_venv.sh"))
-        .output()
-        .expect("run setup_venv.sh");
-    assert!(
-        setup.status.success(),
-        "setup_venv.sh failed (needs PyPI access the first time):\n{}",
-        String::from_utf8_lossy(&setup.stderr)
-    );
-    let python = String::from_utf8_lossy(&setup.stdout)
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .trim()
-        .to_owned();
-    println!("venv ready in {:.1}s: {python}", t.elapsed().as_secs_f64());
+    };
+    let root = common::root();
 
     // 3. Real credentials (alts-core API), then the scenario.
-    let base = root.join("target/interop-logs/cross-stack");
+    let base = test.logs.clone();
     let creds = base.join("creds");
     make_credentials(&creds);
     let bin_dir = Path::new(env!("CARGO_BIN_EXE_alts-handshaker")).parent().unwrap();
     let t = Instant::now();
-    let out = Command::new(&netns)
+    let out = Command::new(&test.netns)
         .arg(root.join("interop/scripts/cross-stack.sh"))
         .arg(bin_dir)
-        .arg(&python)
+        .arg(&test.python)
         .arg(&creds)
         .arg(base.join("logs"))
         .output()
         .expect("run cross-stack.sh");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}");
-    summary(&stdout);
-    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
     println!("cross-stack scenario took {:.1}s", t.elapsed().as_secs_f64());
-    if out.status.code() == Some(SKIP_CODE) {
-        skip(stdout.trim());
-        return;
-    }
+    let Some(stdout) = test.report(&out) else { return };
     for case in CASES {
         assert!(
             stdout.contains(&format!("CROSS-STACK PASS: {case}\n")),
