@@ -42,7 +42,7 @@ fn matches(pattern: &str, name: &str) -> bool {
 /// What to do when no rule matches.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
-pub enum Default_ {
+pub enum Decision {
     /// Refuse (the default).
     #[default]
     Deny,
@@ -73,7 +73,7 @@ pub struct AuthzRule {
 pub struct AuthzPolicy {
     /// Decision when no rule matches the method.
     #[serde(default)]
-    pub default: Default_,
+    pub default: Decision,
     /// Rules, first match wins.
     #[serde(default, rename = "rule")]
     pub rules: Vec<AuthzRule>,
@@ -93,8 +93,8 @@ impl AuthzPolicy {
             .find(|r| r.methods.iter().any(|m| matches(m, method)))
         else {
             return match self.default {
-                Default_::Allow => Ok(()),
-                Default_::Deny => Err(format!("no authorization rule covers {method}")),
+                Decision::Allow => Ok(()),
+                Decision::Deny => Err(format!("no authorization rule covers {method}")),
             };
         };
         if let Some(p) = rule.deny.iter().find(|p| matches(p, &peer.identity)) {
@@ -242,5 +242,20 @@ pub fn authz_interceptor(
         let peer = req.alts_peer();
         authorizer.decide(peer.as_deref(), "")?;
         Ok(req)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rule set shown in the README parses and decides as described.
+    #[test]
+    fn readme_rules_parse() {
+        let p = AuthzPolicy::from_toml("[[rule]]\nmethods = [\"*\"]\ndeny = [\"*-dev\"]\nallow = [\"*\"]")
+            .unwrap();
+        assert_eq!(p.rules.len(), 1);
+        assert_eq!(p.default, Decision::Deny);
+        assert!(matches("*-dev", "frontend-dev") && !matches("*-dev", "frontend-prod"));
     }
 }
