@@ -7,7 +7,7 @@ use alts_proto::alts_v1::{
 };
 use zeroize::Zeroizing;
 
-use super::key_schedule::{self, Secrets, transcript_hash};
+use super::key_schedule::{self, Secrets, Transcript};
 use super::messages;
 use super::{
     ClientOptions, Core, HandshakeConfig, HandshakeError, HandshakeOutcome, Machine, Phase, Resumption,
@@ -33,14 +33,15 @@ pub(crate) enum Step {
 }
 
 pub(crate) struct ExpectServerInit {
-    client_init: Vec<u8>,
+    /// Holds ClientInit.
+    transcript: Transcript,
     ephemeral: Option<StaticKeyPair>,
     offered_ticket: Option<ClientTicket>,
 }
 
 pub(crate) struct ExpectServerFinished {
-    client_init: Vec<u8>,
-    server_init: Vec<u8>,
+    /// Holds ClientInit and ServerInit.
+    transcript: Transcript,
     th1: [u8; 32],
     secrets: Secrets,
     peer: VerifiedPeer,
@@ -94,8 +95,10 @@ impl ClientHandshake {
             pfs: ephemeral.is_some(),
         };
         let framed = messages::frame(Msg::ClientInit(ci));
+        let mut transcript = Transcript::new();
+        transcript.add(&framed);
         let first = Step::ExpectServerInit(Box::new(ExpectServerInit {
-            client_init: framed.clone(),
+            transcript,
             ephemeral,
             offered_ticket,
         }));
@@ -238,12 +241,13 @@ impl ClientHandshake {
         if let Some(ee) = &ee {
             ikm.extend_from_slice(ee.secret_bytes());
         }
-        let th1 = transcript_hash(&[&st.client_init, &framed]);
+        let mut transcript = st.transcript;
+        transcript.add(&framed);
+        let th1 = transcript.current();
         let secrets = key_schedule::derive(&[&ikm], &th1, record_protocol.key_data_len())
             .map_err(|()| HandshakeError::Malformed("key schedule"))?;
         Ok(ExpectServerFinished {
-            client_init: st.client_init,
-            server_init: framed,
+            transcript,
             th1,
             secrets,
             peer,
@@ -306,7 +310,9 @@ impl ClientHandshake {
                     .map_err(|_| HandshakeError::Crypto(CryptoError::Random))?,
             );
         }
-        let th2 = transcript_hash(&[&st.client_init, &st.server_init, &framed]);
+        let mut transcript = st.transcript;
+        transcript.add(&framed);
+        let th2 = transcript.current();
         let mac = st.secrets.client_finished(&th2, cf_ticket.as_ref());
         self.core
             .out

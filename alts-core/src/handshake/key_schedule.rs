@@ -157,15 +157,27 @@ impl Secrets {
     }
 }
 
-/// SHA-256 over the concatenation of framed messages.
-pub(crate) fn transcript_hash(parts: &[&[u8]]) -> [u8; 32] {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    for p in parts {
-        ctx.update(p);
+/// The running SHA-256 of the framed handshake messages, so TH1 and TH2
+/// are read off one pass over the bytes.
+#[derive(Clone)]
+pub(crate) struct Transcript(ring::digest::Context);
+
+impl Transcript {
+    pub(crate) fn new() -> Self {
+        Self(ring::digest::Context::new(&ring::digest::SHA256))
     }
-    let mut out = [0u8; 32];
-    out.copy_from_slice(ctx.finish().as_ref());
-    out
+
+    /// Appends one framed message.
+    pub(crate) fn add(&mut self, framed: &[u8]) {
+        self.0.update(framed);
+    }
+
+    /// The hash of everything added so far.
+    pub(crate) fn current(&self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(self.0.clone().finish().as_ref());
+        out
+    }
 }
 
 #[cfg(test)]
@@ -180,7 +192,10 @@ mod tests {
     #[test]
     fn key_schedule_known_answer() {
         let dh = [0x11u8; 32];
-        let th1 = transcript_hash(&[b"client init", b"server init"]);
+        let mut t = Transcript::new();
+        t.add(b"client init");
+        t.add(b"server init");
+        let th1 = t.current();
         let s = derive(&[&dh], &th1, 44).unwrap();
         let got = [
             hex(&th1),

@@ -8,7 +8,7 @@ use alts_proto::alts_v1::{
 };
 use zeroize::Zeroizing;
 
-use super::key_schedule::{self, Secrets, transcript_hash};
+use super::key_schedule::{self, Secrets, Transcript};
 use super::messages;
 use super::{
     Core, HandshakeConfig, HandshakeError, HandshakeOutcome, Machine, Phase, Resumption, RpcVersion,
@@ -243,7 +243,10 @@ impl ServerHandshake {
             resumed: mode as i32,
         };
         let si_framed = messages::frame(Msg::ServerInit(si));
-        let th1 = transcript_hash(&[&framed, &si_framed]);
+        let mut transcript = Transcript::new();
+        transcript.add(&framed);
+        transcript.add(&si_framed);
+        let th1 = transcript.current();
         let secrets = key_schedule::derive(&[&ikm], &th1, record_protocol.key_data_len())
             .map_err(|()| HandshakeError::Malformed("key schedule"))?;
 
@@ -268,7 +271,8 @@ impl ServerHandshake {
             mac,
             new_ticket: sf_ticket,
         }));
-        let th2 = transcript_hash(&[&framed, &si_framed, &sf_framed]);
+        transcript.add(&sf_framed);
+        let th2 = transcript.current();
         self.core.out.extend_from_slice(&si_framed);
         self.core.out.extend_from_slice(&sf_framed);
 
