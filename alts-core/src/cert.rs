@@ -869,6 +869,12 @@ impl LocalCredentials {
         self.dh_cache.agree(&self.key, peer_static)
     }
 
+    /// Forgets the cached static-static results (benchmarks of first
+    /// contact; nothing else needs it).
+    pub fn clear_static_dh_cache(&self) {
+        self.dh_cache.clear();
+    }
+
     /// Number of peers whose static-static result is cached.
     pub fn static_dh_cache_len(&self) -> usize {
         self.dh_cache.len()

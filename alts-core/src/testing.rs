@@ -186,3 +186,57 @@ fn feed(
     input.drain(..used);
     Ok(used > 0)
 }
+
+/// A benchmark pair: client and server configurations for two workload
+/// identities under one PKI (allow-all policy, default provider), with
+/// resumption keys when `resume`, and both sides' verifiers (to clear their
+/// caches for cold runs).
+pub struct BenchPair {
+    pub client: Arc<crate::handshake::HandshakeConfig>,
+    pub server: Arc<crate::handshake::HandshakeConfig>,
+    pub client_verifier: Arc<Verifier>,
+    pub server_verifier: Arc<Verifier>,
+}
+
+impl BenchPair {
+    pub fn new(resume: bool) -> Self {
+        use crate::handshake::{HandshakeConfig, ResumptionConfig};
+        use crate::resumption::{ResumptionKey, ResumptionKeys};
+        let pki = TestPki::new(b"bench");
+        let c = pki.issue("frontend-prod", Category::Workload, "scheduler");
+        let s = pki.issue("backend-prod", Category::Workload, "scheduler");
+        let cv = pki.verifier(Policy::allow_all_for_tests());
+        let sv = pki.verifier(Policy::allow_all_for_tests());
+        let mut cc = HandshakeConfig::new(c.credentials, cv.clone(), crate::crypto::default_provider());
+        let mut sc = HandshakeConfig::new(s.credentials, sv.clone(), crate::crypto::default_provider());
+        if resume {
+            let key = |b: u8| Arc::new(ResumptionKeys::new(ResumptionKey::new([b; 16], &[b; 32]), vec![]));
+            cc.resumption = Some(ResumptionConfig::new(key(1)));
+            sc.resumption = Some(ResumptionConfig::new(key(2)));
+        }
+        Self {
+            client: Arc::new(cc),
+            server: Arc::new(sc),
+            client_verifier: cv,
+            server_verifier: sv,
+        }
+    }
+
+    /// Empties the chain caches and the static-DH caches of both sides, so
+    /// the next handshake is a first contact.
+    pub fn clear_caches(&self) {
+        self.client_verifier.clear_cache();
+        self.server_verifier.clear_cache();
+        self.client.credentials.clear_static_dh_cache();
+        self.server.credentials.clear_static_dh_cache();
+    }
+
+    /// One complete handshake in memory; returns whether it resumed.
+    pub fn handshake(&self) -> bool {
+        let mut client =
+            crate::handshake::ClientHandshake::new(self.client.clone(), Default::default(), NOW).unwrap();
+        let mut server = crate::handshake::ServerHandshake::new(self.server.clone(), NOW);
+        let (co, _) = drive(&mut client, &mut server, Delivery::Whole).unwrap();
+        co.resumption.resumed()
+    }
+}

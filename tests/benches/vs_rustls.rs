@@ -15,14 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use alts_core::cert::Category;
-use alts_core::crypto::default_provider;
-use alts_core::handshake::{
-    ClientHandshake, ClientOptions, HandshakeConfig, ResumptionConfig, ServerHandshake,
-};
-use alts_core::policy::Policy;
-use alts_core::resumption::{ResumptionKey, ResumptionKeys};
-use alts_core::testing::{Delivery, NOW, TestPki, drive};
+use alts_core::testing::BenchPair;
 use criterion::{Criterion, Throughput, criterion_group};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -34,38 +27,6 @@ use rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
 use rustls::{ClientConfig, ClientConnection, HandshakeKind, RootCertStore, ServerConfig, ServerConnection};
 
 // ---------------------------------------------------------------- ALTS side
-
-type AltsConfigs = (
-    Arc<HandshakeConfig>,
-    Arc<HandshakeConfig>,
-    Arc<alts_core::verify::Verifier>,
-    Arc<alts_core::verify::Verifier>,
-);
-
-/// Same set-up as `alts-core/benches/handshake.rs`.
-fn alts_configs(resume: bool) -> AltsConfigs {
-    let pki = TestPki::new(b"bench");
-    let c = pki.issue("frontend-prod", Category::Workload, "scheduler");
-    let s = pki.issue("backend-prod", Category::Workload, "scheduler");
-    let cv = pki.verifier(Policy::allow_all_for_tests());
-    let sv = pki.verifier(Policy::allow_all_for_tests());
-    let mut cc = HandshakeConfig::new(c.credentials, cv.clone(), default_provider());
-    let mut sc = HandshakeConfig::new(s.credentials, sv.clone(), default_provider());
-    if resume {
-        let key = |b: u8| Arc::new(ResumptionKeys::new(ResumptionKey::new([b; 16], &[b; 32]), vec![]));
-        cc.resumption = Some(ResumptionConfig::new(key(1)));
-        sc.resumption = Some(ResumptionConfig::new(key(2)));
-    }
-    (Arc::new(cc), Arc::new(sc), cv, sv)
-}
-
-/// One ALTS handshake; returns whether it resumed.
-fn alts_one(c: &Arc<HandshakeConfig>, s: &Arc<HandshakeConfig>) -> bool {
-    let mut client = ClientHandshake::new(c.clone(), ClientOptions::default(), NOW).unwrap();
-    let mut server = ServerHandshake::new(s.clone(), NOW);
-    let (co, _) = drive(&mut client, &mut server, Delivery::Whole).unwrap();
-    co.resumption.resumed()
-}
 
 // -------------------------------------------------------------- rustls side
 
@@ -187,21 +148,20 @@ fn bench(cr: &mut Criterion) {
     let mut g = cr.benchmark_group("alts");
     g.throughput(Throughput::Elements(1));
 
-    let (c, s, _, _) = alts_configs(false);
-    g.bench_function("full_warm", |b| b.iter(|| assert!(!alts_one(&c, &s))));
+    let pair = BenchPair::new(false);
+    g.bench_function("full_warm", |b| b.iter(|| assert!(!pair.handshake())));
 
-    let (c, s, cv, sv) = alts_configs(false);
+    let pair = BenchPair::new(false);
     g.bench_function("full_cold", |b| {
         b.iter(|| {
-            cv.clear_cache();
-            sv.clear_cache();
-            assert!(!alts_one(&c, &s))
+            pair.clear_caches();
+            assert!(!pair.handshake())
         })
     });
 
-    let (c, s, _, _) = alts_configs(true);
-    alts_one(&c, &s);
-    g.bench_function("resumed", |b| b.iter(|| assert!(alts_one(&c, &s))));
+    let pair = BenchPair::new(true);
+    pair.handshake();
+    g.bench_function("resumed", |b| b.iter(|| assert!(pair.handshake())));
     g.finish();
 
     let mut g = cr.benchmark_group("rustls_mtls");

@@ -237,6 +237,14 @@ impl StaticDhCache {
         Ok(shared)
     }
 
+    /// Forgets every cached result.
+    pub(crate) fn clear(&self) {
+        if let Ok(mut g) = self.inner.lock() {
+            g.0.clear();
+            g.1.clear();
+        }
+    }
+
     /// Number of cached peers.
     pub(crate) fn len(&self) -> usize {
         self.inner.lock().map(|g| g.0.len()).unwrap_or(0)
