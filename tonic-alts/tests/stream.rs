@@ -8,31 +8,15 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use alts_core::cert::Category;
-use alts_core::handshake::{
-    ClientHandshake, ClientOptions, HandshakeConfig, HandshakeOutcome, ServerHandshake,
-};
-use alts_core::policy::Policy;
+use alts_core::handshake::{ClientHandshake, ClientOptions, HandshakeOutcome, ServerHandshake};
 use alts_core::record::{Opener, Sealer};
-use alts_core::testing::{Delivery, NOW, TestPki, deterministic_provider, drive};
+use alts_core::testing::{Delivery, NOW, drive};
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
 use tonic_alts::{AltsPeer, AltsStream, client_handshake, server_handshake};
 
-fn configs() -> (Arc<HandshakeConfig>, Arc<HandshakeConfig>) {
-    let pki = TestPki::new(b"stream tests");
-    // No expiry: the async driver checks against the real clock.
-    let c = pki.issue_with("frontend-prod", Category::Workload, "scheduler", None);
-    let s = pki.issue_with("backend-prod", Category::Workload, "scheduler", None);
-    let cfg = |i: &alts_core::testing::Issued, seed: &[u8]| {
-        Arc::new(HandshakeConfig::new(
-            i.credentials.clone(),
-            pki.verifier(Policy::allow_all_for_tests()),
-            deterministic_provider(seed),
-        ))
-    };
-    (cfg(&c, b"c"), cfg(&s, b"s"))
-}
+mod common;
+use common::configs;
 
 /// Both outcomes of an in-memory handshake.
 fn outcomes() -> (HandshakeOutcome, HandshakeOutcome) {
@@ -297,72 +281,4 @@ async fn socket_accepting_nothing_is_write_zero() {
     .await
     .unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::WriteZero);
-}
-
-/// A `MakeWriter` collecting everything logged.
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
-    }
-}
-
-/// Each handshake logs one span with the side, peer identity, outcome and
-/// duration; a refused one logs the reason.
-#[tokio::test(flavor = "current_thread")]
-async fn handshakes_are_traced_with_peer_outcome_and_duration() {
-    let logs = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(logs.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    let (c, s) = configs();
-    let (a, b) = tokio::io::duplex(1 << 16);
-    let (client, server) = tokio::join!(
-        client_handshake(a, c.clone(), ClientOptions::default(), Duration::from_secs(10)),
-        server_handshake(b, s.clone(), Duration::from_secs(10)),
-    );
-    client.unwrap();
-    server.unwrap();
-    let (a, b) = tokio::io::duplex(1 << 16);
-    let wrong = ClientOptions {
-        target_identities: vec!["payments-prod".into()],
-        session_key: None,
-    };
-    let (client, _) = tokio::join!(
-        client_handshake(a, c, wrong, Duration::from_secs(10)),
-        server_handshake(b, s, Duration::from_secs(10)),
-    );
-    assert!(client.is_err());
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
-    assert!(
-        text.contains(r#"alts_handshake{side="client" peer="backend-prod" resumed=false}"#),
-        "{text}"
-    );
-    assert!(
-        text.contains(r#"alts_handshake{side="server" peer="frontend-prod" resumed=false}"#),
-        "{text}"
-    );
-    assert!(
-        text.contains("handshake complete") && text.contains("elapsed_us="),
-        "{text}"
-    );
-    assert!(
-        text.contains("handshake failed") && text.contains("payments-prod"),
-        "{text}"
-    );
 }
