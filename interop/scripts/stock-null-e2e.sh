@@ -14,23 +14,8 @@ pydir="$here/../python"
 export PYTHONDONTWRITEBYTECODE=1
 mkdir -p "$logs"
 
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
-    wait 2>/dev/null
-}
-trap cleanup EXIT
-
-# wait_for FILE PATTERN SECONDS PID
-wait_for() {
-    local i
-    for ((i = 0; i < $3 * 10; i++)); do
-        grep -q "$2" "$1" 2>/dev/null && return 0
-        kill -0 "$4" 2>/dev/null || return 1
-        sleep 0.1
-    done
-    return 1
-}
+# shellcheck source=lib.sh
+source "$here/lib.sh"
 
 RUST_LOG="${RUST_LOG:-alts_interop=debug}" "$hs_bin" --listen 127.0.0.1:8080 \
     --client-identity null-client@insecure.test --server-identity null-server@insecure.test \

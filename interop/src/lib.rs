@@ -55,3 +55,14 @@ pub fn credential_files(
     }
     files
 }
+
+/// Resolves on Ctrl-C or SIGTERM: the shutdown of the handshaker programs.
+pub fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    })
+}

@@ -78,13 +78,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "alts-handshaker: identity {identity:?} listening on {}",
         listener.local_addr()?
     );
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let shutdown = async move {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    };
-    alts_interop::serve_handshaker(listener, service, shutdown).await?;
+    alts_interop::serve_handshaker(listener, service, alts_interop::shutdown_signal()?).await?;
     Ok(())
 }
