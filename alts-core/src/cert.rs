@@ -869,6 +869,13 @@ impl LocalCredentials {
         self.dh_cache.agree(&self.key, peer_static)
     }
 
+    /// Keeps the static-static results of at most `capacity` peers (0
+    /// disables the cache). Clones made before keep the old cache.
+    pub fn with_static_dh_cache_capacity(mut self, capacity: usize) -> Self {
+        self.dh_cache = std::sync::Arc::new(crate::crypto::StaticDhCache::new(capacity));
+        self
+    }
+
     /// Forgets the cached static-static results (benchmarks of first
     /// contact; nothing else needs it).
     pub fn clear_static_dh_cache(&self) {

@@ -180,6 +180,13 @@ impl ResumptionKeys {
         Self { keys }
     }
 
+    /// One fresh random key (RID and secret) from `rng`, with no previous
+    /// keys: enough for a single process. Replicas of one identity that must
+    /// resume each other's tickets share keys instead.
+    pub fn generate(rng: &dyn SecureRandom) -> Result<Self, TicketError> {
+        Ok(Self::new(ResumptionKey::generate(rng)?, Vec::new()))
+    }
+
     /// The key that seals new tickets.
     pub fn current(&self) -> &ResumptionKey {
         // `keys` always holds `current` (see `new`).
@@ -430,6 +437,13 @@ impl ClientSessionCache {
             }
         }
         None
+    }
+
+    /// Forgets every ticket.
+    pub fn clear(&self) {
+        if let Ok(mut map) = self.map.lock() {
+            map.clear();
+        }
     }
 
     /// Number of tickets held for `key`.

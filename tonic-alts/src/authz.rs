@@ -103,8 +103,8 @@ impl AuthzPolicy {
                 peer.identity
             ));
         }
-        if !rule.categories.is_empty() && !rule.categories.contains(&peer.category) {
-            return Err(format!("category {} may not call {method}", peer.category));
+        if !rule.categories.is_empty() && !peer.category.is_some_and(|c| rule.categories.contains(&c)) {
+            return Err(format!("category {:?} may not call {method}", peer.category));
         }
         if rule.allow.iter().any(|p| matches(p, &peer.identity)) {
             Ok(())

@@ -1,9 +1,14 @@
-//! Shared, reloadable ALTS settings.
+//! ALTS settings for clients and servers: [`AltsConfig`], loaded from
+//! [`CredentialFiles`] and kept fresh by an [`AltsReloader`].
 //!
-//! An [`AltsConfig`] holds the current [`HandshakeConfig`] behind an
-//! `ArcSwap`: every new connection takes a snapshot, so swapping in reloaded
-//! credentials, policy or CRL affects new connections only; established ones
-//! keep the keys they negotiated.
+//! An `AltsConfig` has two parts:
+//! - **settings** (record protocols, PFS, timeouts, resumption, the client
+//!   check...), changed only by its consuming setters. A setter gives the
+//!   returned config its own copy: clones made before are not affected.
+//! - **material** (our handshake certificate and key, the trusted root, the
+//!   issuance policy, the revocation list), shared by every clone and
+//!   replaced as a whole by an [`AltsReloader`]. New connections use the
+//!   material of the moment; established connections keep their keys.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,35 +17,66 @@ use std::time::{Duration, SystemTime};
 use alts_core::cert::{LocalCredentials, RootKey};
 use alts_core::crl::RevocationList;
 use alts_core::crypto::{StaticKeyPair, X25519_LEN, default_provider};
-use alts_core::handshake::HandshakeConfig;
+use alts_core::handshake::{ClientPredicate, HandshakeConfig, ResumptionConfig};
 use alts_core::policy::Policy;
-use alts_core::verify::Verifier;
-use arc_swap::ArcSwap;
+use alts_core::record::RecordProtocol;
+use alts_core::resumption::{ClientSessionCache, ResumptionKeys};
+use alts_core::verify::{VerifiedPeer, Verifier};
+use arc_swap::{ArcSwap, ArcSwapOption};
+use tokio_util::task::AbortOnDropHandle;
 use zeroize::Zeroizing;
 
+use crate::error::{ConfigError, FileError};
 use crate::AltsError;
 
 /// Default limit for a handshake to finish.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Where credentials live on disk (the layout the `alts` command writes).
+/// File names in a credential directory (see [`CredentialFiles::from_dir`]).
+pub mod file_names {
+    /// Our handshake certificate.
+    pub const HANDSHAKE_CERT: &str = "handshake.cert";
+    /// The X25519 private key of the handshake certificate (32 raw bytes).
+    pub const HANDSHAKE_KEY: &str = "handshake.key";
+    /// The signing service's root public key.
+    pub const ROOT: &str = "root.pub";
+    /// The issuance policy (TOML), used when present.
+    pub const ISSUANCE_POLICY: &str = "issuance-policy.toml";
+    /// The signed revocation list, used when present.
+    pub const CRL: &str = "crl.bin";
+}
+
+/// Where credentials live on disk, in the layout the `alts` command writes:
+/// `handshake.cert`, `handshake.key` and `root.pub` in one directory.
+///
+/// Loading fails closed: without an issuance policy (who may issue which
+/// identities) it refuses to load unless
+/// [`accept_any_issuer`](CredentialFiles::accept_any_issuer) says otherwise.
+///
+/// ```no_run
+/// use tonic_alts::{AltsConfig, CredentialFiles};
+///
+/// # fn main() -> Result<(), tonic_alts::AltsError> {
+/// let files = CredentialFiles::from_dir("creds/server").issuance_policy("policy.toml");
+/// let config = AltsConfig::from_files(files)?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct CredentialFiles {
-    /// Directory with `handshake.cert` and `handshake.key`.
-    pub creds_dir: PathBuf,
-    /// The signing service's `root.pub`.
-    pub root: PathBuf,
-    /// Policy TOML (who may issue which identities). Loading fails without
-    /// one unless [`CredentialFiles::accept_any_issuer`] opted out.
-    pub policy: Option<PathBuf>,
-    /// Signed revocation list.
-    pub crl: Option<PathBuf>,
-    /// Without a policy file, accept any issuer (fail-closed by default).
-    pub accept_any_issuer: bool,
+    creds_dir: PathBuf,
+    root: PathBuf,
+    policy: Option<PathBuf>,
+    crl: Option<PathBuf>,
+    accept_any_issuer: bool,
+    /// `from_dir`: also use the optional files of the directory if present.
+    whole_dir: bool,
+    chain_cache: Option<usize>,
+    static_dh_cache: Option<usize>,
 }
 
 impl CredentialFiles {
-    /// Credentials in `creds_dir`, trusting `root`.
+    /// Credentials (`handshake.cert`, `handshake.key`) in `creds_dir`,
+    /// trusting the root public key in the file `root`.
     pub fn new(creds_dir: impl Into<PathBuf>, root: impl Into<PathBuf>) -> Self {
         Self {
             creds_dir: creds_dir.into(),
@@ -48,37 +84,108 @@ impl CredentialFiles {
             policy: None,
             crl: None,
             accept_any_issuer: false,
+            whole_dir: false,
+            chain_cache: None,
+            static_dh_cache: None,
         }
     }
 
-    /// Without a policy file, accepts chains from any issuer under the root
-    /// (validity and revocation still checked). This turns off the check that
-    /// stops a user from getting a certificate for an identity they do not
-    /// own (ALTS-NOTES §3): only for setups that authorize every RPC by
-    /// identity and trust every principal the root signed.
+    /// Everything from one directory: `handshake.cert`, `handshake.key` and
+    /// `root.pub` (as `alts issue handshake` writes them), plus
+    /// `issuance-policy.toml` and `crl.bin` when present. Files given with
+    /// [`issuance_policy`](Self::issuance_policy) or [`crl`](Self::crl) take
+    /// precedence.
+    pub fn from_dir(dir: impl Into<PathBuf>) -> Self {
+        let dir = dir.into();
+        let root = dir.join(file_names::ROOT);
+        Self {
+            whole_dir: true,
+            ..Self::new(dir, root)
+        }
+    }
+
+    /// Without an issuance policy, accepts chains from any issuer under the
+    /// root (validity and revocation are still checked). This turns off the
+    /// check that stops a user from obtaining a certificate for an identity
+    /// they do not own: only for setups that authorize every RPC by identity
+    /// and trust every principal the root signed.
     pub fn accept_any_issuer(mut self) -> Self {
         self.accept_any_issuer = true;
         self
     }
 
-    /// Adds a policy file.
-    pub fn policy(mut self, path: impl Into<PathBuf>) -> Self {
+    /// The issuance policy file (TOML): which issuers may issue which
+    /// identities and categories.
+    pub fn issuance_policy(mut self, path: impl Into<PathBuf>) -> Self {
         self.policy = Some(path.into());
         self
     }
 
-    /// Adds a revocation list file.
+    /// Adds an issuance policy file.
+    #[deprecated(note = "renamed to issuance_policy")]
+    pub fn policy(self, path: impl Into<PathBuf>) -> Self {
+        self.issuance_policy(path)
+    }
+
+    /// Adds a signed revocation list file.
     pub fn crl(mut self, path: impl Into<PathBuf>) -> Self {
         self.crl = Some(path.into());
         self
     }
 
+    /// Entries in each of the verifier's caches (verified principal
+    /// certificates, verified chains); 0 disables them. Default 1024.
+    pub fn chain_cache_size(mut self, entries: usize) -> Self {
+        self.chain_cache = Some(entries);
+        self
+    }
+
+    /// Peers whose static-static key agreement result is kept; 0 disables
+    /// the cache. Default 4096.
+    pub fn static_dh_cache_size(mut self, entries: usize) -> Self {
+        self.static_dh_cache = Some(entries);
+        self
+    }
+
+    /// The credential directory.
+    pub fn creds_dir(&self) -> &Path {
+        &self.creds_dir
+    }
+
+    /// The root public key file.
+    pub fn root_path(&self) -> &Path {
+        &self.root
+    }
+
+    /// The issuance policy file in use, if any (with [`from_dir`](Self::from_dir),
+    /// the directory's `issuance-policy.toml` when it exists).
+    pub fn issuance_policy_path(&self) -> Option<PathBuf> {
+        self.policy
+            .clone()
+            .or_else(|| self.optional(file_names::ISSUANCE_POLICY))
+    }
+
+    /// The revocation list file in use, if any.
+    pub fn crl_path(&self) -> Option<PathBuf> {
+        self.crl.clone().or_else(|| self.optional(file_names::CRL))
+    }
+
+    fn optional(&self, name: &str) -> Option<PathBuf> {
+        let p = self.creds_dir.join(name);
+        (self.whole_dir && p.exists()).then_some(p)
+    }
+
     fn paths(&self) -> Vec<PathBuf> {
         let mut v = vec![
-            self.creds_dir.join("handshake.cert"),
-            self.creds_dir.join("handshake.key"),
+            self.creds_dir.join(file_names::HANDSHAKE_CERT),
+            self.creds_dir.join(file_names::HANDSHAKE_KEY),
             self.root.clone(),
         ];
+        if self.whole_dir {
+            // Watch the optional files even while absent: their arrival counts.
+            v.push(self.creds_dir.join(file_names::ISSUANCE_POLICY));
+            v.push(self.creds_dir.join(file_names::CRL));
+        }
         v.extend(self.policy.clone());
         v.extend(self.crl.clone());
         v
@@ -86,78 +193,126 @@ impl CredentialFiles {
 
     /// Reads and checks every file.
     pub fn load(&self) -> Result<(Arc<LocalCredentials>, Arc<Verifier>), AltsError> {
-        let cert = read(&self.creds_dir.join("handshake.cert"))?;
-        let key = Zeroizing::new(read(&self.creds_dir.join("handshake.key"))?);
+        let cert_path = self.creds_dir.join(file_names::HANDSHAKE_CERT);
+        let key_path = self.creds_dir.join(file_names::HANDSHAKE_KEY);
+        let cert = read(&cert_path)?;
+        let key = Zeroizing::new(read(&key_path)?);
         let key: [u8; X25519_LEN] = key.as_slice().try_into().map_err(|_| {
-            AltsError::Config(format!(
-                "{}: expected {X25519_LEN} raw bytes of X25519 private key, found {}",
-                self.creds_dir.join("handshake.key").display(),
-                key.len()
-            ))
+            AltsError::file(
+                &key_path,
+                FileError::KeyLength {
+                    expected: X25519_LEN,
+                    found: key.len(),
+                },
+            )
         })?;
-        let creds = LocalCredentials::new(cert, StaticKeyPair::from_secret_bytes(key))
-            .map_err(|e| AltsError::Config(format!("{}: {e}", self.creds_dir.display())))?;
+        let mut creds = LocalCredentials::new(cert, StaticKeyPair::from_secret_bytes(key))
+            .map_err(|e| AltsError::file(&cert_path, FileError::Credentials(e)))?;
+        if let Some(n) = self.static_dh_cache {
+            creds = creds.with_static_dh_cache_capacity(n);
+        }
         let root = RootKey::from_bytes(&read(&self.root)?)
-            .map_err(|e| AltsError::Config(format!("{}: {e}", self.root.display())))?;
-        let policy = match &self.policy {
+            .map_err(|e| AltsError::file(&self.root, FileError::Credentials(e)))?;
+        let policy = match self.issuance_policy_path() {
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| file_err(p, e))?;
-                Policy::from_toml(&text).map_err(|e| AltsError::Config(format!("{}: {e}", p.display())))?
+                let bytes = read(&p)?;
+                let text = String::from_utf8(bytes)
+                    .map_err(|_| AltsError::file(&p, FileError::Parse("not UTF-8".into())))?;
+                Policy::from_toml(&text).map_err(|e| AltsError::file(&p, FileError::IssuancePolicy(e)))?
             }
             None if self.accept_any_issuer => Policy::accept_any_issuer(),
-            None => {
-                return Err(AltsError::Config(
-                    "no policy file given: pass one (see examples/policies) or opt out explicitly \
-                     with CredentialFiles::accept_any_issuer()"
-                        .into(),
-                ));
-            }
+            None => return Err(ConfigError::NoIssuancePolicy.into()),
         };
         let mut verifier = Verifier::new(root.clone(), Arc::new(policy));
-        if let Some(p) = &self.crl {
-            let crl = RevocationList::from_signed_bytes(&read(p)?, &root)
-                .map_err(|e| AltsError::Config(format!("{}: {e}", p.display())))?;
+        if let Some(p) = self.crl_path() {
+            let crl = RevocationList::from_signed_bytes(&read(&p)?, &root)
+                .map_err(|e| AltsError::file(&p, FileError::Crl(e)))?;
             verifier = verifier.with_crl(Arc::new(crl));
+        }
+        if let Some(n) = self.chain_cache {
+            verifier = verifier.with_cache_capacity(n);
         }
         Ok((Arc::new(creds), Arc::new(verifier)))
     }
 
-    fn stamp(&self) -> Vec<Option<SystemTime>> {
+    fn stamp(&self) -> Vec<Option<(SystemTime, u64)>> {
         self.paths()
             .iter()
-            .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+            .map(|p| std::fs::metadata(p).ok().and_then(|m| Some((m.modified().ok()?, m.len()))))
             .collect()
     }
 }
 
-fn file_err(p: &Path, e: std::io::Error) -> AltsError {
-    AltsError::Config(format!("{}: {e}", p.display()))
-}
-
 fn read(p: &Path) -> Result<Vec<u8>, AltsError> {
-    std::fs::read(p).map_err(|e| file_err(p, e))
+    std::fs::read(p).map_err(|e| AltsError::file(p, FileError::Read(e)))
 }
 
-/// Shared handshake settings for many connections; cheap to clone.
+/// What an [`AltsReloader`] replaces: our credentials and the verifier.
+struct Material {
+    credentials: Arc<LocalCredentials>,
+    verifier: Arc<Verifier>,
+}
+
+/// A snapshot assembled from one settings version and one material version.
+struct Assembled {
+    settings: Arc<HandshakeConfig>,
+    material: Arc<Material>,
+    config: Arc<HandshakeConfig>,
+}
+
+/// ALTS settings for many connections, client or server; cheap to clone.
+///
+/// Build it from files, then adjust with consuming setters, as with tonic's
+/// `ClientTlsConfig`:
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use tonic_alts::alts_core::record::RecordProtocol;
+/// use tonic_alts::{AltsConfig, CredentialFiles};
+///
+/// # fn main() -> Result<(), tonic_alts::AltsError> {
+/// let config = AltsConfig::from_files(
+///     CredentialFiles::from_dir("creds/server").issuance_policy("policy.toml"),
+/// )?
+/// .handshake_timeout(Duration::from_secs(5))
+/// .record_protocols([RecordProtocol::GcmAes128Rekey])
+/// .pfs(true);
+/// # Ok(()) }
+/// ```
+///
+/// Defaults: record protocols `ALTSRP_GCM_AES128_REKEY`, `ALTSRP_GCM_AES128`,
+/// `ALTSRP_GMAC_AES128_REKEY` in that order; no forward secrecy (ALTS relies on
+/// short-lived handshake certificates instead; turn it on with
+/// [`pfs`](Self::pfs)); no resumption; a 10 s handshake timeout.
 #[derive(Clone)]
 pub struct AltsConfig {
-    current: Arc<ArcSwap<HandshakeConfig>>,
+    settings: Arc<ArcSwap<HandshakeConfig>>,
+    material: Arc<ArcSwap<Material>>,
     files: Option<Arc<CredentialFiles>>,
+    assembled: Arc<ArcSwapOption<Assembled>>,
     pub(crate) handshake_timeout: Duration,
 }
 
 impl AltsConfig {
-    /// Settings from an assembled [`HandshakeConfig`].
+    /// Settings from an assembled [`HandshakeConfig`] (credentials, verifier
+    /// and every protocol setting), for callers that build those themselves.
     pub fn new(config: HandshakeConfig) -> Self {
+        let material = Material {
+            credentials: config.credentials.clone(),
+            verifier: config.verifier.clone(),
+        };
         Self {
-            current: Arc::new(ArcSwap::from_pointee(config)),
+            settings: Arc::new(ArcSwap::from_pointee(config)),
+            material: Arc::new(ArcSwap::from_pointee(material)),
             files: None,
+            assembled: Arc::new(ArcSwapOption::empty()),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
         }
     }
 
     /// Settings loaded from files (see [`CredentialFiles`]), with the default
-    /// crypto provider and protocol defaults. [`AltsConfig::reload`] re-reads them.
+    /// crypto provider and protocol defaults. An [`AltsReloader`] from
+    /// [`reloader`](Self::reloader) re-reads them.
     pub fn from_files(files: CredentialFiles) -> Result<Self, AltsError> {
         let (creds, verifier) = files.load()?;
         let mut cfg = Self::new(HandshakeConfig::new(creds, verifier, default_provider()));
@@ -165,78 +320,249 @@ impl AltsConfig {
         Ok(cfg)
     }
 
-    /// Sets the handshake timeout.
-    pub fn with_handshake_timeout(mut self, timeout: Duration) -> Self {
+    /// Gives this config its own copy of the settings, changed by `f`.
+    fn edit(mut self, f: impl FnOnce(&mut HandshakeConfig)) -> Self {
+        let mut next = HandshakeConfig::clone(&self.settings.load());
+        f(&mut next);
+        self.settings = Arc::new(ArcSwap::from_pointee(next));
+        self.assembled = Arc::new(ArcSwapOption::empty());
+        self
+    }
+
+    /// The limit for a handshake to finish (default 10 s).
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
         self
     }
 
-    /// Changes settings for new connections (record protocols, PFS, resumption...).
-    pub fn update(&self, f: impl FnOnce(&mut HandshakeConfig)) {
-        let mut next = HandshakeConfig::clone(&self.current.load());
-        f(&mut next);
-        self.current.store(Arc::new(next));
+    /// Sets the handshake timeout.
+    #[deprecated(note = "renamed to handshake_timeout")]
+    pub fn with_handshake_timeout(self, timeout: Duration) -> Self {
+        self.handshake_timeout(timeout)
     }
 
-    /// Builder-style [`AltsConfig::update`].
+    /// Record protocols in preference order. A client offers them; a server
+    /// picks its first one the client offered.
+    pub fn record_protocols(self, protocols: impl IntoIterator<Item = RecordProtocol>) -> Self {
+        let protocols: Vec<_> = protocols.into_iter().collect();
+        self.edit(|c| c.record_protocols = protocols)
+    }
+
+    /// Forward secrecy: mix ephemeral X25519 keys into every full handshake
+    /// (a client offers them, a server answers with its own). Costs one key
+    /// generation and one key agreement per side.
+    pub fn pfs(self, on: bool) -> Self {
+        self.edit(|c| c.pfs = on)
+    }
+
+    /// Refuse peers that do not use ephemeral keys.
+    pub fn require_pfs(self, on: bool) -> Self {
+        self.edit(|c| c.require_pfs = on)
+    }
+
+    /// The variant resistant to key-compromise impersonation (a client uses
+    /// it, a server requires it).
+    pub fn kci_resistant(self, on: bool) -> Self {
+        self.edit(|c| c.kci_resistant = on)
+    }
+
+    /// Largest record frame we accept, advertised to the peer.
+    pub fn max_frame_size(self, bytes: u32) -> Self {
+        self.edit(|c| c.max_frame_size = bytes)
+    }
+
+    /// Turns on session resumption with `keys` (in-memory ticket stores,
+    /// 2-hour tickets). Replicas of one identity that share keys resume each
+    /// other's tickets.
+    ///
+    /// ```
+    /// use tonic_alts::alts_core::crypto::RingRandom;
+    /// use tonic_alts::alts_core::resumption::ResumptionKeys;
+    ///
+    /// # fn f(config: tonic_alts::AltsConfig) -> Result<(), Box<dyn std::error::Error>> {
+    /// let config = config.resumption(ResumptionKeys::generate(&RingRandom::default())?);
+    /// # Ok(()) }
+    /// ```
+    pub fn resumption(self, keys: ResumptionKeys) -> Self {
+        self.resumption_config(ResumptionConfig::new(Arc::new(keys)))
+    }
+
+    /// Turns on session resumption with full control of its stores.
+    pub fn resumption_config(self, resumption: ResumptionConfig) -> Self {
+        self.edit(|c| c.resumption = Some(resumption))
+    }
+
+    /// Turns session resumption off.
+    pub fn no_resumption(self) -> Self {
+        self.edit(|c| c.resumption = None)
+    }
+
+    /// Client: server names whose tickets are kept (up to `per_name` each);
+    /// 0 disables the client's ticket cache. Applies when resumption is on.
+    pub fn session_cache_size(self, names: usize, per_name: usize) -> Self {
+        self.edit(|c| {
+            if let Some(r) = &mut c.resumption {
+                r.client_cache = Arc::new(ClientSessionCache::new(names, per_name));
+            }
+        })
+    }
+
+    /// Server: an extra check on each verified client, after the chain,
+    /// revocation and issuance policy passed. An `Err` refuses the
+    /// handshake; the reason is logged locally, never sent to the client.
+    pub fn client_check(
+        self,
+        check: impl Fn(&VerifiedPeer) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
+        let check: ClientPredicate = Arc::new(check);
+        self.edit(|c| c.client_predicate = Some(check))
+    }
+
+    /// Empties the handshake caches: verified chains, static key agreement
+    /// results and (client) stored session tickets.
+    pub fn clear_caches(&self) {
+        let m = self.material.load();
+        m.verifier.clear_cache();
+        m.credentials.clear_static_dh_cache();
+        if let Some(r) = &self.settings.load().resumption {
+            r.client_cache.clear();
+        }
+    }
+
+    /// Changes settings for new connections of this config **and every
+    /// clone sharing its settings**.
+    #[deprecated(note = "use the consuming setters (pfs, record_protocols, resumption, ...)")]
+    pub fn update(&self, f: impl FnOnce(&mut HandshakeConfig)) {
+        let mut next = HandshakeConfig::clone(&self.snapshot());
+        f(&mut next);
+        self.material.store(Arc::new(Material {
+            credentials: next.credentials.clone(),
+            verifier: next.verifier.clone(),
+        }));
+        self.settings.store(Arc::new(next));
+    }
+
+    /// Builder-style edit of the underlying [`HandshakeConfig`].
+    #[deprecated(note = "use the consuming setters (pfs, record_protocols, resumption, ...)")]
     pub fn with(self, f: impl FnOnce(&mut HandshakeConfig)) -> Self {
-        self.update(f);
-        self
+        let this = self.edit(|_| {});
+        #[allow(deprecated)]
+        this.update(f);
+        this
     }
 
     /// The settings a new connection uses now.
     pub fn snapshot(&self) -> Arc<HandshakeConfig> {
-        self.current.load_full()
+        let settings = self.settings.load();
+        let material = self.material.load();
+        if let Some(a) = &*self.assembled.load()
+            && Arc::ptr_eq(&a.settings, &settings)
+            && Arc::ptr_eq(&a.material, &material)
+        {
+            return a.config.clone();
+        }
+        let mut config = HandshakeConfig::clone(&settings);
+        config.credentials = material.credentials.clone();
+        config.verifier = material.verifier.clone();
+        let config = Arc::new(config);
+        self.assembled.store(Some(Arc::new(Assembled {
+            settings: Arc::clone(&settings),
+            material: Arc::clone(&material),
+            config: config.clone(),
+        })));
+        config
     }
 
-    /// Re-reads credentials, root, policy and CRL from their files. On any
-    /// error the current settings stay in force.
+    /// Our identity (from the current handshake certificate).
+    pub fn local_identity(&self) -> String {
+        self.material.load().credentials.identity().to_owned()
+    }
+
+    /// A handle that re-reads the credential files into this config and all
+    /// its clones, keeping every setting. Fails if the config was not loaded
+    /// from files.
+    pub fn reloader(&self) -> Result<AltsReloader, AltsError> {
+        let files = self.files.clone().ok_or(ConfigError::NotFromFiles)?;
+        Ok(AltsReloader {
+            files,
+            material: self.material.clone(),
+        })
+    }
+
+    /// Re-reads credentials, root, issuance policy and CRL from their files.
+    #[deprecated(note = "use AltsConfig::reloader()")]
     pub fn reload(&self) -> Result<(), AltsError> {
-        let files = self
-            .files
-            .as_ref()
-            .ok_or_else(|| AltsError::Config("not loaded from files".into()))?;
-        let (creds, verifier) = files.load()?;
-        self.update(|c| {
-            c.credentials = creds;
-            c.verifier = verifier;
-        });
-        tracing::info!("ALTS credentials reloaded");
-        Ok(())
+        self.reloader()?.reload()
     }
 
-    /// Polls the files every `every` and reloads when one changes (mounted
-    /// secrets rotating). The task ends when the returned handle is dropped
-    /// or aborted.
+    /// Polls the files every `every` and reloads when one changes.
+    #[deprecated(note = "use AltsConfig::reloader() and AltsReloader::spawn")]
     pub fn spawn_reloader(&self, every: Duration) -> Result<tokio::task::JoinHandle<()>, AltsError> {
-        let files = self
-            .files
-            .clone()
-            .ok_or_else(|| AltsError::Config("not loaded from files".into()))?;
-        let this = self.clone();
-        Ok(tokio::spawn(async move {
-            let mut last = files.stamp();
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tick.tick().await;
-                let now = files.stamp();
-                if now != last {
-                    match this.reload() {
-                        Ok(()) => last = now,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "ALTS credential reload failed; keeping the old ones")
-                        }
-                    }
-                }
-            }
-        }))
+        let reloader = self.reloader()?;
+        Ok(tokio::spawn(async move { reloader.run(every).await }))
     }
 }
 
 impl std::fmt::Debug for AltsConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AltsConfig")
-            .field("current", &self.current.load())
+            .field("settings", &self.snapshot())
+            .field("handshake_timeout", &self.handshake_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Re-reads an [`AltsConfig`]'s credential files (certificate, key, root,
+/// issuance policy, revocation list) and swaps them in for new connections.
+/// Settings made with the config's setters are kept. A file that fails to
+/// load never replaces good material: the old set stays in force.
+#[derive(Clone)]
+pub struct AltsReloader {
+    files: Arc<CredentialFiles>,
+    material: Arc<ArcSwap<Material>>,
+}
+
+impl AltsReloader {
+    /// Reloads now. On error the current material stays in force.
+    pub fn reload(&self) -> Result<(), AltsError> {
+        let (credentials, verifier) = self.files.load()?;
+        self.material.store(Arc::new(Material {
+            credentials,
+            verifier,
+        }));
+        tracing::info!("ALTS credentials reloaded");
+        Ok(())
+    }
+
+    /// Polls the files every `every` and reloads when one changes (a
+    /// mounted secret rotating). The task stops when the handle is dropped.
+    pub fn spawn(self, every: Duration) -> AbortOnDropHandle<()> {
+        AbortOnDropHandle::new(tokio::spawn(async move { self.run(every).await }))
+    }
+
+    async fn run(self, every: Duration) {
+        let mut last = self.files.stamp();
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let now = self.files.stamp();
+            if now != last {
+                match self.reload() {
+                    Ok(()) => last = now,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "ALTS credential reload failed; keeping the old ones")
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for AltsReloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AltsReloader")
+            .field("files", &self.files)
             .finish_non_exhaustive()
     }
 }

@@ -1,32 +1,53 @@
 //! Connection info for tonic handlers, in the shape of `TlsConnectInfo`.
 
+use std::any::Any;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::TcpStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use crate::{AltsPeer, AltsStream};
 
-/// What tonic puts into every request's extensions for an ALTS connection.
+/// What tonic puts into every request's extensions for an ALTS connection:
+/// the authenticated peer, the addresses (for TCP) and the inner
+/// transport's own connection info.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct AltsConnectInfo {
-    /// Our address.
+    /// Our address (TCP only).
     pub local_addr: Option<SocketAddr>,
-    /// The client's address.
+    /// The client's address (TCP only).
     pub remote_addr: Option<SocketAddr>,
     /// The authenticated peer.
     pub peer: Arc<AltsPeer>,
+    transport: Arc<dyn Any + Send + Sync>,
 }
 
-impl Connected for AltsStream<TcpStream> {
+impl AltsConnectInfo {
+    /// The inner transport's connection info, e.g. tonic's `TcpConnectInfo`
+    /// for TCP or `UdsConnectInfo` for a Unix socket (with the peer's
+    /// credentials).
+    pub fn transport<T: Any>(&self) -> Option<&T> {
+        self.transport.downcast_ref()
+    }
+}
+
+/// Any transport tonic can serve (`TcpStream`, `UnixStream`, a user's own
+/// type implementing `Connected`) keeps its connection info under ALTS.
+impl<T> Connected for AltsStream<T>
+where
+    T: Connected,
+{
     type ConnectInfo = AltsConnectInfo;
 
     fn connect_info(&self) -> AltsConnectInfo {
+        let inner = self.get_ref().connect_info();
+        let tcp = (&inner as &dyn Any).downcast_ref::<TcpConnectInfo>();
         AltsConnectInfo {
-            local_addr: self.get_ref().local_addr().ok(),
-            remote_addr: self.get_ref().peer_addr().ok(),
+            local_addr: tcp.and_then(TcpConnectInfo::local_addr),
+            remote_addr: tcp.and_then(TcpConnectInfo::remote_addr),
             peer: self.peer().clone(),
+            transport: Arc::new(inner),
         }
     }
 }
@@ -37,6 +58,13 @@ pub trait AltsRequestExt {
     fn alts_peer(&self) -> Option<Arc<AltsPeer>>;
     /// The connection info.
     fn alts_connect_info(&self) -> Option<&AltsConnectInfo>;
+    /// The client's address, with or without the authorization layer
+    /// (tonic's own `Request::remote_addr()` only sees it when
+    /// [`AltsAuthzLayer`](crate::AltsAuthzLayer) is installed, because tonic
+    /// looks for a `TcpConnectInfo` there).
+    fn alts_remote_addr(&self) -> Option<SocketAddr> {
+        self.alts_connect_info().and_then(|i| i.remote_addr)
+    }
 }
 
 impl<T> AltsRequestExt for tonic::Request<T> {

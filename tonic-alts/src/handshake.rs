@@ -12,6 +12,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::Instrument;
 
+use crate::metrics::{self, InFlight};
 use crate::{AltsError, AltsPeer, AltsStream};
 
 /// The current time for certificate and ticket checks.
@@ -122,6 +123,7 @@ async fn client_handshake_inner<IO>(
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
+    metrics::record_material(&config);
     let hs = ClientHandshake::new(config, options, unix_now())?;
     run(io, hs, "client", timeout, coalesce).await
 }
@@ -135,6 +137,7 @@ pub async fn server_handshake<IO>(
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
+    metrics::record_material(&config);
     run(
         io,
         ServerHandshake::new(config, unix_now()),
@@ -146,7 +149,8 @@ where
 }
 
 /// Drives `hs` over `io` within `timeout` in an `alts_handshake` span that
-/// records the peer, whether it resumed, the outcome and the duration.
+/// records the peer, whether it resumed, the outcome and the duration, and
+/// updates the handshake metrics.
 async fn run<IO, H>(
     mut io: IO,
     mut hs: H,
@@ -165,7 +169,8 @@ where
         resumed = tracing::field::Empty
     );
     let start = Instant::now();
-    async {
+    let _in_flight = InFlight::start(side);
+    let res = async {
         let (outcome, leftover, pending) = tokio::time::timeout(timeout, drive(&mut io, &mut hs, coalesce))
             .await
             .map_err(|_| AltsError::Timeout(timeout))??;
@@ -173,10 +178,12 @@ where
         into_stream(io, &outcome, leftover, pending)
     }
     .instrument(span.clone())
-    .await
-    .inspect_err(|e| {
+    .await;
+    let elapsed = start.elapsed();
+    metrics::record(side, res.as_ref().map(|s| s.peer().resumed()), elapsed);
+    res.inspect_err(|e| {
         span.in_scope(|| {
-            tracing::info!(error = %e, elapsed_us = start.elapsed().as_micros() as u64, "handshake failed")
+            tracing::debug!(error = %e, kind = %e.kind(), elapsed_us = elapsed.as_micros() as u64, "handshake failed")
         })
     })
 }

@@ -12,9 +12,9 @@
 //!
 //! The [`AltsPeer`] comes from the result: `identity` = the peer's
 //! `service_account` (or `hostname`); category, issuer, revocation IDs,
-//! expiry and resumption from the attributes our `alts-handshaker` sets.
-//! Google's service sends none of these: the category then defaults to
-//! `workload`, the issuer and IDs to empty/0.
+//! expiry and resumption from the attributes `alts-handshaker` sets.
+//! Google's service sends none of these: they are then `None`, and
+//! [`AltsPeer::attributes`] holds whatever attributes were sent.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -125,7 +125,12 @@ impl HandshakerServiceClient {
                 let uri = dial_uri(&self.target);
                 Endpoint::from_shared(uri.clone())
                     .map(|e| e.connect_lazy())
-                    .map_err(|e| AltsError::Config(format!("handshaker service address {uri:?}: {e}")))
+                    .map_err(|e| {
+                        AltsError::InvalidConfig(crate::ConfigError::HandshakerAddress {
+                            address: uri.clone(),
+                            reason: e.to_string(),
+                        })
+                    })
             })
             .await?;
         Ok(GrpcClient::new(channel.clone()))
@@ -225,12 +230,16 @@ impl HandshakerServiceClient {
             );
             Ok(stream)
         };
+        let started = std::time::Instant::now();
+        let in_flight = crate::metrics::InFlight::start(side_name);
         let res = tracing::Instrument::instrument(tokio::time::timeout(timeout, fut), span.clone())
             .await
             .map_err(|_| AltsError::Timeout(timeout))
             .and_then(|r| r);
+        drop(in_flight);
+        crate::metrics::record(side_name, res.as_ref().map(|s| s.peer().resumed()), started.elapsed());
         if let Err(e) = &res {
-            span.in_scope(|| tracing::info!(error = %e, "handshake failed"));
+            span.in_scope(|| tracing::debug!(error = %e, kind = %e.kind(), "handshake failed"));
         }
         res
     }
@@ -347,12 +356,11 @@ fn identity_of(id: Option<&Identity>) -> (String, std::collections::HashMap<Stri
     }
 }
 
-fn parse_id(s: Option<&String>) -> u64 {
+fn parse_id(s: Option<&String>) -> Option<u64> {
     s.and_then(|s| {
         s.strip_prefix("0x")
             .map_or_else(|| s.parse().ok(), |h| u64::from_str_radix(h, 16).ok())
     })
-    .unwrap_or(0)
 }
 
 /// Builds the peer view of a service result (see the module docs).
@@ -403,11 +411,8 @@ pub fn peer_from_result(result: &HandshakerResult, ours: RpcVersions) -> Result<
     };
     Ok(AltsPeer {
         identity,
-        category: attrs
-            .get("category")
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(Category::Workload),
-        issuer: attrs.get("issuer").cloned().unwrap_or_default(),
+        category: attrs.get("category").and_then(|c| c.parse::<Category>().ok()),
+        issuer: attrs.get("issuer").cloned(),
         principal_revocation_id: parse_id(attrs.get("principal_revocation_id")),
         handshake_revocation_id: parse_id(attrs.get("handshake_revocation_id")),
         not_after: attrs.get("not_after").and_then(|t| t.parse().ok()).map(UnixTime),
@@ -424,6 +429,8 @@ pub fn peer_from_result(result: &HandshakerResult, ours: RpcVersions) -> Result<
         resumption,
         pfs: flag("pfs"),
         kci_resistant: flag("kci_resistant"),
+        matched_target: None,
+        attributes: attrs.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
     })
 }
 
@@ -535,7 +542,9 @@ mod tests {
         };
         let p = peer_from_result(&result, RpcVersions::default()).unwrap();
         assert_eq!(p.identity, "sa@p.iam");
-        assert_eq!(p.category, Category::Workload);
+        assert_eq!(p.category, None);
+        assert_eq!(p.issuer, None);
+        assert_eq!(p.principal_revocation_id, None);
         assert!(!p.resumed());
     }
 }

@@ -1,19 +1,28 @@
-//! The server side: accepts TCP connections and runs handshakes concurrently,
-//! off the accept loop, with a bound on in-flight handshakes and a timeout.
+//! The server side: [`AltsAcceptor`] runs the server handshake over any
+//! connection; [`AltsIncoming`] does it for a whole stream of connections
+//! (a TCP listener, tonic's `TcpIncoming`, a Unix listener, your own
+//! stream), concurrently and off the accept loop, with a bound on in-flight
+//! handshakes and a timeout.
 
+use std::any::Any;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use futures_util::Stream;
-use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use futures_util::{Stream, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, ToSocketAddrs};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::task::AbortOnDropHandle;
+use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use crate::handshake::server_handshake;
 use crate::handshaker_client::HandshakerServiceClient;
-use crate::{AltsConfig, AltsStream};
+use crate::metrics::RefusalLog;
+use crate::{AltsConfig, AltsError, AltsStream};
 
 /// Where server handshakes run.
 #[derive(Clone, Debug)]
@@ -25,127 +34,260 @@ enum Mode {
 /// Default bound on handshakes running at once.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 512;
 
-/// A stream of authenticated connections for `serve_with_incoming`.
+/// Default listen backlog of [`AltsAcceptor::bind`].
+pub const DEFAULT_BACKLOG: u32 = 1024;
+
+/// Runs server handshakes: the transport-agnostic server side.
 ///
-/// A background task accepts connections and runs each handshake in its own
-/// task; failed handshakes (garbage, refused identities, timeouts) are logged
-/// and dropped without affecting other connections. When `max_in_flight`
-/// handshakes are running, the task stops accepting until one finishes.
-#[derive(Debug)]
-pub struct AltsIncoming {
-    rx: mpsc::Receiver<AltsStream<TcpStream>>,
-    local_addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
+/// [`accept`](AltsAcceptor::accept) turns one connection into an
+/// [`AltsStream`]; [`bind`](AltsAcceptor::bind) and
+/// [`incoming`](AltsAcceptor::incoming) make an [`AltsIncoming`] for tonic's
+/// `serve_with_incoming`.
+///
+/// ```no_run
+/// use tonic_alts::{AltsAcceptor, AltsConfig, CredentialFiles};
+///
+/// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = AltsConfig::from_files(
+///     CredentialFiles::from_dir("creds/server").issuance_policy("policy.toml"),
+/// )?;
+/// // TCP with tonic's socket settings:
+/// let tcp = tonic::transport::server::TcpIncoming::bind("0.0.0.0:50051".parse()?)?
+///     .with_nodelay(Some(true));
+/// let incoming = AltsAcceptor::new(config.clone()).max_in_flight(256).incoming(tcp);
+/// // ... or a Unix socket:
+/// let uds = tokio::net::UnixListener::bind("/run/greeter.sock")?;
+/// let incoming_uds =
+///     AltsAcceptor::new(config).incoming(tokio_stream::wrappers::UnixListenerStream::new(uds));
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct AltsAcceptor {
+    mode: Mode,
+    max_in_flight: usize,
+    backlog: u32,
+    refusals: Arc<RefusalLog>,
 }
 
-impl AltsIncoming {
+/// Default interval between two `warn` summaries of refused handshakes.
+const REFUSAL_SUMMARY_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl AltsAcceptor {
+    /// Runs handshakes in process with `config`.
+    pub fn new(config: AltsConfig) -> Self {
+        Self {
+            mode: Mode::Native(config),
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            backlog: DEFAULT_BACKLOG,
+            refusals: Arc::new(RefusalLog::new(REFUSAL_SUMMARY_EVERY)),
+        }
+    }
+
+    /// Runs each handshake through the `grpc.gcp.HandshakerService` that
+    /// `service` talks to.
+    pub fn via_handshaker_service(service: HandshakerServiceClient) -> Self {
+        Self {
+            mode: Mode::Service(service),
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            backlog: DEFAULT_BACKLOG,
+            refusals: Arc::new(RefusalLog::new(REFUSAL_SUMMARY_EVERY)),
+        }
+    }
+
+    /// Handshakes running at once (default 512). When all slots are busy,
+    /// [`AltsIncoming`] stops taking connections until one finishes.
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n.max(1);
+        self
+    }
+
+    /// Refused handshakes are logged one by one at `debug`, and summarized
+    /// at `warn` at most once per `interval` (default 10 s), so a port scan
+    /// cannot flood the log.
+    pub fn refusal_summary_interval(mut self, interval: std::time::Duration) -> Self {
+        self.refusals = Arc::new(RefusalLog::new(interval));
+        self
+    }
+
+    /// The listen backlog [`bind`](Self::bind) asks for (default 1024).
+    pub fn backlog(mut self, n: u32) -> Self {
+        self.backlog = n;
+        self
+    }
+
+    /// Runs the server handshake over `io`.
+    pub async fn accept<IO>(&self, io: IO) -> Result<AltsStream<IO>, AltsError>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        match &self.mode {
+            Mode::Native(config) => server_handshake(io, config.snapshot(), config.handshake_timeout).await,
+            Mode::Service(client) => client.server_handshake(io).await,
+        }
+    }
+
+    /// Binds a TCP listener on `addr` (with `SO_REUSEADDR` and the
+    /// configured backlog; `TCP_NODELAY` on every connection) and serves
+    /// ALTS on it.
+    pub async fn bind(self, addr: impl ToSocketAddrs) -> std::io::Result<AltsIncoming<TcpStream>> {
+        let mut last = None;
+        for addr in tokio::net::lookup_host(addr).await? {
+            match listen(addr, self.backlog) {
+                Ok(l) => return Ok(self.listener(l)),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| std::io::Error::other("address resolved to nothing")))
+    }
+
+    /// Serves ALTS on an existing TCP listener (`TCP_NODELAY` on every
+    /// connection).
+    pub fn listener(self, listener: TcpListener) -> AltsIncoming<TcpStream> {
+        let local_addr = listener.local_addr().ok();
+        let stream = TcpListenerStream::new(listener).map(|r| {
+            r.inspect(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            })
+        });
+        let mut incoming = self.incoming(stream);
+        incoming.local_addr = local_addr;
+        incoming
+    }
+
+    /// Serves ALTS on any stream of connections: tonic's `TcpIncoming` (with
+    /// its nodelay and keepalive settings), a `UnixListenerStream`, or your
+    /// own. Failed handshakes are logged and dropped; errors of the stream
+    /// itself (e.g. out of file descriptors) are logged and skipped after a
+    /// short pause.
+    pub fn incoming<S, IO, E>(self, connections: S) -> AltsIncoming<IO>
+    where
+        S: Stream<Item = Result<IO, E>> + Send + 'static,
+        IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+        E: std::fmt::Display + Send + 'static,
+    {
+        let (tx, rx) = mpsc::channel(self.max_in_flight);
+        let task = tokio::spawn(accept_loop(Box::pin(connections), self, tx));
+        AltsIncoming {
+            rx,
+            local_addr: None,
+            _task: AbortOnDropHandle::new(task),
+        }
+    }
+}
+
+fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
+/// A stream of authenticated connections for `serve_with_incoming`.
+///
+/// A background task takes connections and runs each handshake in its own
+/// task; failed handshakes (garbage, refused identities, timeouts) are logged
+/// and dropped without affecting other connections. When `max_in_flight`
+/// handshakes are running, the task stops taking connections until one
+/// finishes. Dropping the `AltsIncoming` stops the task.
+#[derive(Debug)]
+pub struct AltsIncoming<IO = TcpStream> {
+    rx: mpsc::Receiver<AltsStream<IO>>,
+    local_addr: Option<SocketAddr>,
+    _task: AbortOnDropHandle<()>,
+}
+
+impl AltsIncoming<TcpStream> {
     /// Binds `addr` and serves ALTS on it.
     pub async fn bind(addr: impl ToSocketAddrs, config: AltsConfig) -> std::io::Result<Self> {
-        Ok(Self::new(
-            TcpListener::bind(addr).await?,
-            config,
-            DEFAULT_MAX_IN_FLIGHT,
-        ))
+        AltsAcceptor::new(config).bind(addr).await
     }
 
     /// Serves ALTS on an existing listener.
     pub fn new(listener: TcpListener, config: AltsConfig, max_in_flight: usize) -> Self {
-        let local_addr = listener
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-        let (tx, rx) = mpsc::channel(max_in_flight.max(1));
-        let task = tokio::spawn(accept_loop(
-            listener,
-            Mode::Native(config),
-            max_in_flight.max(1),
-            tx,
-        ));
-        Self { rx, local_addr, task }
+        AltsAcceptor::new(config)
+            .max_in_flight(max_in_flight)
+            .listener(listener)
     }
 
     /// Serves ALTS on `listener`, running each server handshake through the
-    /// `grpc.gcp.HandshakerService` that `service` talks to instead of in
-    /// process (see [`HandshakerServiceClient`]).
+    /// `grpc.gcp.HandshakerService` that `service` talks to.
     pub fn with_handshaker_service(
         listener: TcpListener,
         service: HandshakerServiceClient,
         max_in_flight: usize,
     ) -> Self {
-        let local_addr = listener
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-        let (tx, rx) = mpsc::channel(max_in_flight.max(1));
-        let task = tokio::spawn(accept_loop(
-            listener,
-            Mode::Service(service),
-            max_in_flight.max(1),
-            tx,
-        ));
-        Self { rx, local_addr, task }
+        AltsAcceptor::via_handshaker_service(service)
+            .max_in_flight(max_in_flight)
+            .listener(listener)
     }
+}
 
-    /// The address being served.
+impl<IO> AltsIncoming<IO> {
+    /// The address being served (`0.0.0.0:0` when not a TCP listener made
+    /// by this crate).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 }
 
-impl Drop for AltsIncoming {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+/// The client's address for logs, when the transport has one.
+fn remote_of<IO: Connected>(io: &IO) -> Option<SocketAddr> {
+    let info = io.connect_info();
+    (&info as &dyn Any)
+        .downcast_ref::<TcpConnectInfo>()
+        .and_then(TcpConnectInfo::remote_addr)
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    mode: Mode,
-    max_in_flight: usize,
-    tx: mpsc::Sender<AltsStream<TcpStream>>,
-) {
-    let slots = Arc::new(Semaphore::new(max_in_flight));
+async fn accept_loop<S, IO, E>(mut connections: Pin<Box<S>>, acceptor: AltsAcceptor, tx: mpsc::Sender<AltsStream<IO>>)
+where
+    S: Stream<Item = Result<IO, E>> + Send + 'static,
+    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    let slots = Arc::new(Semaphore::new(acceptor.max_in_flight));
+    let acceptor = Arc::new(acceptor);
     let mut handshakes = JoinSet::new();
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;
         };
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
+        let next = tokio::select! {
+            n = connections.next() => n,
             Some(_) = handshakes.join_next(), if !handshakes.is_empty() => { drop(permit); continue; }
         };
-        let (tcp, remote) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
+        let io = match next {
+            None => return,
+            Some(Ok(io)) => io,
+            Some(Err(e)) => {
                 // Out of file descriptors and the like: back off briefly, keep serving.
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                 continue;
             }
         };
-        let _ = tcp.set_nodelay(true);
-        let mode = match &mode {
-            Mode::Native(config) => Ok((config.snapshot(), config.handshake_timeout)),
-            Mode::Service(client) => Err(client.clone()),
-        };
+        let remote = remote_of(&io);
         let tx = tx.clone();
+        let acceptor = acceptor.clone();
         handshakes.spawn(async move {
             let _permit = permit;
-            let res = match mode {
-                Ok((cfg, timeout)) => server_handshake(tcp, cfg, timeout).await,
-                Err(client) => client.server_handshake(tcp).await,
-            };
-            match res {
+            match acceptor.accept(io).await {
                 Ok(stream) => {
                     let _ = tx.send(stream).await;
                 }
-                Err(e) => tracing::warn!(%remote, error = %e, "ALTS handshake refused"),
+                Err(e) => acceptor.refusals.refused(remote, &e),
             }
         });
         while handshakes.try_join_next().is_some() {}
     }
 }
 
-impl Stream for AltsIncoming {
-    type Item = Result<AltsStream<TcpStream>, std::io::Error>;
+impl<IO> Stream for AltsIncoming<IO> {
+    type Item = Result<AltsStream<IO>, std::io::Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.rx.poll_recv(cx).map(|s| s.map(Ok))

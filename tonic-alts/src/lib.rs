@@ -14,21 +14,22 @@ mod error;
 mod handshake;
 pub mod handshaker_client;
 mod incoming;
+pub mod metrics;
 mod peer;
 mod stream;
 
 pub use alts_core;
 pub use authz::{AltsAuthzLayer, Authorizer, AuthzPolicy, authz_interceptor};
 pub use balance::{BalancedChannel, balance_list};
-pub use config::{AltsConfig, CredentialFiles, DEFAULT_HANDSHAKE_TIMEOUT};
+pub use config::{AltsConfig, AltsReloader, CredentialFiles, DEFAULT_HANDSHAKE_TIMEOUT, file_names};
 pub use connect_info::{AltsConnectInfo, AltsRequestExt};
 pub use connector::AltsConnector;
-pub use error::AltsError;
+pub use error::{AltsError, AltsErrorKind, ConfigError, FileError};
 pub use handshake::{client_handshake, server_handshake};
 pub use handshaker_client::{
     DEFAULT_HANDSHAKER_SERVICE, HandshakerServiceClient, client_handshake_via_service,
     server_handshake_via_service,
 };
-pub use incoming::{AltsIncoming, DEFAULT_MAX_IN_FLIGHT};
+pub use incoming::{AltsAcceptor, AltsIncoming, DEFAULT_BACKLOG, DEFAULT_MAX_IN_FLIGHT};
 pub use peer::AltsPeer;
 pub use stream::AltsStream;

@@ -74,6 +74,16 @@ impl<IO> AltsStream<IO> {
     pub fn get_ref(&self) -> &IO {
         &self.io
     }
+
+    /// The inner stream, mutably (writing to it directly corrupts the
+    /// record stream).
+    pub fn get_mut(&mut self) -> &mut IO {
+        &mut self.io
+    }
+
+    pub(crate) fn set_peer(&mut self, peer: Arc<AltsPeer>) {
+        self.peer = peer;
+    }
 }
 
 impl<IO: AsyncWrite + Unpin> AltsStream<IO> {

@@ -41,6 +41,7 @@ async fn handshakes_are_traced_with_peer_outcome_and_duration() {
     let subscriber = tracing_subscriber::fmt()
         .with_writer(logs.clone())
         .with_ansi(false)
+        .with_max_level(tracing::Level::DEBUG)
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
     let (c, s) = configs();
