@@ -44,7 +44,7 @@ pub fn credential_files(
 ) -> tonic_alts::CredentialFiles {
     let mut files = tonic_alts::CredentialFiles::new(creds.as_ref(), root.as_ref());
     match policy {
-        Some(p) => files = files.policy(p),
+        Some(p) => files = files.issuance_policy(p),
         None => {
             tracing::warn!("no --policy given: accepting any issuer under the root");
             files = files.accept_any_issuer();

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use alts_core::crypto::RingRandom;
-use alts_core::handshake::{Resumption, ResumptionConfig};
-use alts_core::resumption::{ResumptionKey, ResumptionKeys};
+use alts_core::handshake::Resumption;
+use alts_core::resumption::ResumptionKeys;
 use alts_examples::IssuedDir;
 use common::*;
 use tonic_alts::{AltsAuthzLayer, AltsConfig, AltsConnector, AltsPeer};
@@ -50,19 +50,28 @@ async fn reload_rotates_credentials_for_new_connections_only() {
     // Same identity, new key and certificate.
     let same = fx.issue_by("echo-prod-v2", "echo-prod", "scheduler");
     install(&same, &s);
-    server_config.reload().expect("reload");
+    server_config
+        .reloader()
+        .expect("reloader")
+        .reload()
+        .expect("reload");
     let seen = handshake_with(server.addr, &client_config, "echo-prod")
         .await
         .expect("same identity");
     assert_eq!(
-        seen.handshake_revocation_id, same.handshake_revocation_id,
+        seen.handshake_revocation_id,
+        Some(same.handshake_revocation_id),
         "old certificate still served"
     );
 
     // A new identity: clients now have to target it.
     let renamed = fx.issue("echo2-prod");
     install(&renamed, &s);
-    server_config.reload().expect("reload");
+    server_config
+        .reloader()
+        .expect("reloader")
+        .reload()
+        .expect("reload");
     let seen = handshake_with(server.addr, &client_config, "echo2-prod")
         .await
         .expect("new identity");
@@ -80,7 +89,11 @@ async fn reload_rotates_credentials_for_new_connections_only() {
 
     // A corrupt key fails the reload and keeps the current credentials.
     std::fs::write(s.dir.join("handshake.key"), b"oops").expect("write");
-    let err = server_config.reload().expect_err("corrupt key must not load");
+    let err = server_config
+        .reloader()
+        .expect("reloader")
+        .reload()
+        .expect_err("corrupt key must not load");
     assert!(err.to_string().contains("handshake.key"), "{err}");
     handshake_with(server.addr, &client_config, "echo2-prod")
         .await
@@ -97,9 +110,10 @@ async fn reloader_picks_up_rotated_files() {
     let s = fx.issue("echo-prod");
     let c = fx.issue("frontend-prod");
     let server_config = fx.config(&s);
-    let reloader = server_config
-        .spawn_reloader(Duration::from_millis(100))
-        .expect("reloader");
+    let _reloader = server_config
+        .reloader()
+        .expect("reloader")
+        .spawn(Duration::from_millis(100));
     let server = serve_plain(server_config.clone()).await;
     let client_config = fx.config(&c);
     let mut before = connect(server.addr, &client_config).await;
@@ -128,7 +142,7 @@ async fn reloader_picks_up_rotated_files() {
     let third = fx.issue("echo3-prod");
     install(&third, &s);
     let seen = until_served_as(server.addr, &client_config, "echo3-prod").await;
-    assert_eq!(seen.handshake_revocation_id, third.handshake_revocation_id);
+    assert_eq!(seen.handshake_revocation_id, Some(third.handshake_revocation_id));
 
     assert_eq!(
         unary(&mut before, "x")
@@ -137,13 +151,10 @@ async fn reloader_picks_up_rotated_files() {
             .peer_identity,
         "frontend-prod"
     );
-    reloader.abort();
 }
 
 fn with_resumption(config: AltsConfig) -> AltsConfig {
-    let key = ResumptionKey::generate(&RingRandom::default()).expect("resumption key");
-    let keys = Arc::new(ResumptionKeys::new(key, vec![]));
-    config.with(|c| c.resumption = Some(ResumptionConfig::new(keys)))
+    config.resumption(ResumptionKeys::generate(&RingRandom::default()).expect("resumption key"))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -195,9 +206,15 @@ async fn second_connection_resumes() {
 fn missing_policy_fails_closed() {
     let mut fx = Fixture::new();
     let s = fx.issue("backend-prod");
-    let mut files = fx.files(&s);
-    files.accept_any_issuer = false;
+    let files = tonic_alts::CredentialFiles::new(&s.dir, fx.pki.root_path());
     let err = tonic_alts::AltsConfig::from_files(files.clone()).expect_err("no policy must not load");
-    assert!(err.to_string().contains("no policy file"), "{err}");
+    assert_eq!(err.kind(), tonic_alts::AltsErrorKind::Config);
+    assert!(
+        matches!(
+            err,
+            tonic_alts::AltsError::InvalidConfig(tonic_alts::ConfigError::NoIssuancePolicy)
+        ),
+        "{err}"
+    );
     tonic_alts::AltsConfig::from_files(files.accept_any_issuer()).expect("explicit opt-out loads");
 }

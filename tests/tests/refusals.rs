@@ -230,7 +230,7 @@ async fn policy_refused_client_refused_at_handshake() {
         "server-policy.toml",
         "version = 1\n\n[[rule]]\nissuer = \"scheduler\"\ncategories = [\"workload\"]\nidentities = [\"*-prod\"]\n",
     );
-    let config = AltsConfig::from_files(fx.files(&s).policy(policy)).expect("server config");
+    let config = AltsConfig::from_files(fx.files(&s).issuance_policy(policy)).expect("server config");
     let server = serve_plain(config).await;
 
     let err = bounded(

@@ -56,7 +56,7 @@ async fn silent_and_stalled_clients_time_out_while_good_clients_connect() {
     let mut fx = Fixture::new();
     let (s, c) = (fx.issue("echo-prod"), fx.issue("frontend-prod"));
     let init = client_init(&mut fx);
-    let server = serve_plain(fx.config(&s).with_handshake_timeout(HS_TIMEOUT)).await;
+    let server = serve_plain(fx.config(&s).handshake_timeout(HS_TIMEOUT)).await;
 
     let silent = raw(server.addr, &[]).await;
     let half = raw(server.addr, &init[..init.len() / 2]).await;
@@ -94,7 +94,7 @@ async fn full_in_flight_slots_free_up_after_the_timeout() {
         max_in_flight: 2,
         ..ServerOpts::default()
     };
-    let server = serve(fx.config(&s).with_handshake_timeout(HS_TIMEOUT), opts).await;
+    let server = serve(fx.config(&s).handshake_timeout(HS_TIMEOUT), opts).await;
 
     // Two silent clients take both slots...
     let hogs = [raw(server.addr, &[]).await, raw(server.addr, &[]).await];
@@ -185,7 +185,7 @@ async fn client_gives_up_on_a_silent_server() {
             held.push(tcp);
         }
     });
-    let connector = tonic_alts::AltsConnector::new(fx.config(&c).with_handshake_timeout(HS_TIMEOUT));
+    let connector = tonic_alts::AltsConnector::new(fx.config(&c).handshake_timeout(HS_TIMEOUT));
     let start = Instant::now();
     let err = bounded("silent server", try_connect(addr, connector))
         .await

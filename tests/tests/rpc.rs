@@ -222,7 +222,7 @@ async fn handler_sees_peer_and_remote_addr() {
         let peer = peer.expect("alts_peer()");
         assert_eq!(peer.identity, "frontend-prod");
         assert_eq!(peer.local_identity, "echo-prod");
-        assert_eq!(peer.issuer, "scheduler");
+        assert_eq!(peer.issuer.as_deref(), Some("scheduler"));
         assert!(!peer.resumed());
         assert_eq!(peer.security_level, SecurityLevel::IntegrityAndPrivacy);
         let (info_remote, info_local) = info.expect("alts_connect_info()");
@@ -234,18 +234,18 @@ async fn handler_sees_peer_and_remote_addr() {
 /// Runs one 1 MiB unary call with the given client and server settings and
 /// returns the peer the server saw.
 async fn one_call_with(
-    client: impl FnOnce(&mut alts_core::handshake::HandshakeConfig),
-    server: impl FnOnce(&mut alts_core::handshake::HandshakeConfig),
+    client: impl FnOnce(tonic_alts::AltsConfig) -> tonic_alts::AltsConfig,
+    server: impl FnOnce(tonic_alts::AltsConfig) -> tonic_alts::AltsConfig,
 ) -> tonic_alts::AltsPeer {
     let mut fx = Fixture::new();
     let (s, c) = (fx.issue("echo-prod"), fx.issue("frontend-prod"));
     let (authz, seen) = recording_authorizer();
     let srv = serve(
-        fx.config(&s).with(server),
+        server(fx.config(&s)),
         ServerOpts::layer(AltsAuthzLayer::new(authz)),
     )
     .await;
-    let mut cl = connect(srv.addr, &fx.config(&c).with(client)).await;
+    let mut cl = connect(srv.addr, &client(fx.config(&c))).await;
     let r = cl
         .unary(req("m", payload(MIB, 3)))
         .await
@@ -257,22 +257,18 @@ async fn one_call_with(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pfs_end_to_end() {
-    let peer = one_call_with(|c| c.pfs = true, |s| s.pfs = true).await;
+    let peer = one_call_with(|c| c.pfs(true), |s| s.pfs(true)).await;
     assert!(peer.pfs, "server saw a non-PFS handshake: {peer:?}");
-    let peer = one_call_with(|c| c.pfs = true, |s| s.require_pfs = true).await;
+    let peer = one_call_with(|c| c.pfs(true), |s| s.require_pfs(true)).await;
     assert!(peer.pfs);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn integrity_only_record_protocol_end_to_end() {
-    let peer = one_call_with(
-        |c| c.record_protocols = vec![RecordProtocol::GmacAes128Rekey],
-        |_| {},
-    )
-    .await;
+    let peer = one_call_with(|c| c.record_protocols([RecordProtocol::GmacAes128Rekey]), |s| s).await;
     assert_eq!(peer.record_protocol, RecordProtocol::GmacAes128Rekey);
     assert_eq!(peer.security_level, SecurityLevel::IntegrityOnly);
-    let peer = one_call_with(|c| c.record_protocols = vec![RecordProtocol::GcmAes128], |_| {}).await;
+    let peer = one_call_with(|c| c.record_protocols([RecordProtocol::GcmAes128]), |s| s).await;
     assert_eq!(peer.record_protocol, RecordProtocol::GcmAes128);
 }
 

@@ -26,8 +26,8 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio_util::task::AbortOnDropHandle;
 use zeroize::Zeroizing;
 
-use crate::error::{ConfigError, FileError};
 use crate::AltsError;
+use crate::error::{ConfigError, FileError};
 
 /// Default limit for a handshake to finish.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -238,7 +238,11 @@ impl CredentialFiles {
     fn stamp(&self) -> Vec<Option<(SystemTime, u64)>> {
         self.paths()
             .iter()
-            .map(|p| std::fs::metadata(p).ok().and_then(|m| Some((m.modified().ok()?, m.len()))))
+            .map(|p| {
+                std::fs::metadata(p)
+                    .ok()
+                    .and_then(|m| Some((m.modified().ok()?, m.len())))
+            })
             .collect()
     }
 }

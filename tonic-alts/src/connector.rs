@@ -153,7 +153,10 @@ impl<C> AltsConnector<C> {
 
     /// Replaces the inner connector, keeping the ALTS settings.
     pub fn inner_connector<D>(self, inner: D) -> AltsConnector<D> {
-        AltsConnector { inner, alts: self.alts }
+        AltsConnector {
+            inner,
+            alts: self.alts,
+        }
     }
 
     /// Accepts `identity` as the server (call several times for a set).
@@ -280,7 +283,9 @@ where
                 .call(uri)
                 .await
                 .map_err(|e| AltsError::Io(std::io::Error::other(e.into())))?;
-            alts.handshake(TokioIo::new(io), &authority).await.map(TokioIo::new)
+            alts.handshake(TokioIo::new(io), &authority)
+                .await
+                .map(TokioIo::new)
         })
     }
 }

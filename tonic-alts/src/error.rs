@@ -207,10 +207,10 @@ impl AltsError {
             if let Some(a) = e.downcast_ref::<AltsError>() {
                 return Some(a);
             }
-            if let Some(inner) = e.downcast_ref::<io::Error>().and_then(io::Error::get_ref) {
-                if let Some(a) = Self::find(inner) {
-                    return Some(a);
-                }
+            if let Some(inner) = e.downcast_ref::<io::Error>().and_then(io::Error::get_ref)
+                && let Some(a) = Self::find(inner)
+            {
+                return Some(a);
             }
             depth += 1;
             if depth > 32 {

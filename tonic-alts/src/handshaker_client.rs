@@ -237,7 +237,11 @@ impl HandshakerServiceClient {
             .map_err(|_| AltsError::Timeout(timeout))
             .and_then(|r| r);
         drop(in_flight);
-        crate::metrics::record(side_name, res.as_ref().map(|s| s.peer().resumed()), started.elapsed());
+        crate::metrics::record(
+            side_name,
+            res.as_ref().map(|s| s.peer().resumed()),
+            started.elapsed(),
+        );
         if let Err(e) = &res {
             span.in_scope(|| tracing::debug!(error = %e, kind = %e.kind(), "handshake failed"));
         }

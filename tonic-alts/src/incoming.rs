@@ -243,8 +243,11 @@ fn remote_of<IO: Connected>(io: &IO) -> Option<SocketAddr> {
         .and_then(TcpConnectInfo::remote_addr)
 }
 
-async fn accept_loop<S, IO, E>(mut connections: Pin<Box<S>>, acceptor: AltsAcceptor, tx: mpsc::Sender<AltsStream<IO>>)
-where
+async fn accept_loop<S, IO, E>(
+    mut connections: Pin<Box<S>>,
+    acceptor: AltsAcceptor,
+    tx: mpsc::Sender<AltsStream<IO>>,
+) where
     S: Stream<Item = Result<IO, E>> + Send + 'static,
     IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
     E: std::fmt::Display + Send + 'static,

@@ -35,7 +35,7 @@ async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     let files = CredentialFiles::new(&a.creds, &a.root);
     let files = match a.policy {
-        Some(p) => files.policy(p),
+        Some(p) => files.issuance_policy(p),
         None => files.accept_any_issuer(),
     };
     let alts = AltsConfig::from_files(files)?;

@@ -3,13 +3,11 @@
 //!
 //! `cargo run --release -p alts-examples --bin demo`
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use alts_core::cert::Category;
 use alts_core::crypto::RingRandom;
-use alts_core::handshake::ResumptionConfig;
-use alts_core::resumption::{ResumptionKey, ResumptionKeys};
+use alts_core::resumption::ResumptionKeys;
 use alts_examples::echo::EchoRequest;
 use alts_examples::echo::echo_client::EchoClient;
 use alts_examples::echo::echo_server::EchoServer;
@@ -46,11 +44,8 @@ impl Report {
     }
 }
 
-fn resumption() -> anyhow::Result<ResumptionConfig> {
-    Ok(ResumptionConfig::new(Arc::new(ResumptionKeys::new(
-        ResumptionKey::generate(&RingRandom::default())?,
-        vec![],
-    ))))
+fn resumption() -> anyhow::Result<ResumptionKeys> {
+    Ok(ResumptionKeys::generate(&RingRandom::default())?)
 }
 
 #[tokio::main]
@@ -86,8 +81,8 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // Server: ALTS on loopback, CRL + policy at the handshake, per-RPC authz.
-    let server_cfg = AltsConfig::from_files(pki.files(&server_id).policy(&policy).crl(&crl))?
-        .with(|c| c.resumption = Some(resumption().expect("rng")));
+    let server_cfg = AltsConfig::from_files(pki.files(&server_id).issuance_policy(&policy).crl(&crl))?
+        .resumption(resumption()?);
     let incoming = AltsIncoming::bind("127.0.0.1:0", server_cfg).await?;
     let addr = incoming.local_addr();
     let authz = AltsAuthzLayer::from_policy(AuthzPolicy::from_toml(AUTHZ)?);
@@ -101,7 +96,7 @@ async fn main() -> anyhow::Result<()> {
     let uri = format!("http://{addr}");
 
     let client_cfg = |who: &alts_examples::IssuedDir| -> anyhow::Result<AltsConfig> {
-        Ok(AltsConfig::from_files(pki.files(who).policy(&policy))?)
+        Ok(AltsConfig::from_files(pki.files(who).issuance_policy(&policy))?)
     };
     let mut report = Report { ok: true };
 
@@ -180,7 +175,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // 5. Resumption: the second connection skips certificates and static DH.
-    let cfg = client_cfg(&prod)?.with(|c| c.resumption = Some(resumption().expect("rng")));
+    let cfg = client_cfg(&prod)?.resumption(resumption()?);
     let connector = AltsConnector::new(cfg.clone()).target_identity("greeter-prod");
     let rounds = 50u32;
     let (mut full, mut resumed) = (Duration::ZERO, Duration::ZERO);

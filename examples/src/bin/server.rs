@@ -36,16 +36,18 @@ async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     let mut files = CredentialFiles::new(&a.creds, &a.root);
     match a.policy {
-        Some(p) => files = files.policy(p),
+        Some(p) => files = files.issuance_policy(p),
         None => {
             eprintln!("warning: no --policy given: accepting any issuer under the root");
             files = files.accept_any_issuer();
         }
     }
-    files.crl = a.crl.map(Into::into);
+    if let Some(crl) = a.crl {
+        files = files.crl(crl);
+    }
 
     let alts = AltsConfig::from_files(files)?;
-    let _reloader = alts.spawn_reloader(std::time::Duration::from_secs(30))?;
+    let _reloader = alts.reloader()?.spawn(std::time::Duration::from_secs(30));
     let incoming = AltsIncoming::bind(&a.listen, alts).await?;
     println!("serving ALTS on {}", incoming.local_addr());
     Server::builder()

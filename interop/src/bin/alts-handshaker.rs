@@ -62,7 +62,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let config = AltsConfig::from_files(files)?;
     let identity = config.snapshot().credentials.identity().to_owned();
-    let _reloader = config.spawn_reloader(Duration::from_secs(args.reload_secs.max(1)))?;
+    let _reloader = config
+        .reloader()?
+        .spawn(Duration::from_secs(args.reload_secs.max(1)));
     let factory = Arc::new(AltsEngineFactory::new(config));
     let service = AltsHandshakerService::new(
         factory,

@@ -73,7 +73,7 @@ async fn channel(args: &Args, last: LastPeer) -> Result<Channel, Box<dyn std::er
             };
             let files =
                 alts_interop::credential_files(creds, root, args.policy.as_deref(), args.crl.as_deref());
-            AltsConnector::new(AltsConfig::from_files(files)?.with_handshake_timeout(timeout))
+            AltsConnector::new(AltsConfig::from_files(files)?.handshake_timeout(timeout))
         }
     }
     .target_identities(args.expect_identity.clone());
@@ -86,8 +86,8 @@ async fn channel(args: &Args, last: LastPeer) -> Result<Channel, Box<dyn std::er
             println!(
                 "alts-interop-client: handshake ok peer={:?} category={} issuer={:?} local={:?} record_protocol={}",
                 p.identity,
-                p.category,
-                p.issuer,
+                p.category.map_or_else(|| "unknown".to_owned(), |c| c.to_string()),
+                p.issuer.as_deref().unwrap_or("unknown"),
                 p.local_identity,
                 p.record_protocol.name()
             );

@@ -68,8 +68,8 @@ fn log_call<T>(method: &str, req: &Request<T>) -> Option<String> {
                 req.remote_addr()
                     .map_or_else(|| "?".to_owned(), |a| a.to_string()),
                 p.identity,
-                p.category,
-                p.issuer,
+                p.category.map_or_else(|| "unknown".to_owned(), |c| c.to_string()),
+                p.issuer.as_deref().unwrap_or("unknown"),
                 p.local_identity,
                 p.record_protocol.name(),
                 p.resumed()
@@ -168,9 +168,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             };
             let files =
                 alts_interop::credential_files(creds, root, args.policy.as_deref(), args.crl.as_deref());
-            let config = AltsConfig::from_files(files)?.with_handshake_timeout(timeout);
+            let config = AltsConfig::from_files(files)?.handshake_timeout(timeout);
             let name = config.snapshot().credentials.identity().to_owned();
-            let reloader = config.spawn_reloader(Duration::from_secs(30))?;
+            let reloader = config.reloader()?.spawn(Duration::from_secs(30));
             let incoming = AltsIncoming::new(listener, config, 512);
             (
                 incoming,
