@@ -114,6 +114,13 @@ impl AltsConnector<HttpConnector> {
         Self::with_handshaker_client(HandshakerServiceClient::new(addr))
     }
 
+    /// Runs the handshake through the handshaker service stock gRPC would
+    /// use here: `$GCE_METADATA_HOST` when set, else Google's metadata
+    /// server (`metadata.google.internal.:8080`).
+    pub fn via_default_handshaker_service() -> Self {
+        Self::with_handshaker_client(HandshakerServiceClient::from_env())
+    }
+
     /// Like [`AltsConnector::via_handshaker_service`] with a configured client.
     pub fn with_handshaker_client(client: HandshakerServiceClient) -> Self {
         Self::new_with(default_http(), Mode::Service(client))

@@ -41,6 +41,24 @@ use crate::{AltsError, AltsPeer, AltsStream};
 /// The handshaker service address stock gRPC uses on Google Cloud.
 pub const DEFAULT_HANDSHAKER_SERVICE: &str = "dns:///metadata.google.internal.:8080";
 
+/// The environment variable that overrides the handshaker service address,
+/// as in grpc-java (used verbatim as the gRPC target, e.g. `127.0.0.1:8080`).
+pub const HANDSHAKER_ADDRESS_ENV: &str = "GCE_METADATA_HOST";
+
+/// The handshaker service address stock gRPC would use here:
+/// `$GCE_METADATA_HOST` when set and non-empty, else
+/// [`DEFAULT_HANDSHAKER_SERVICE`].
+pub fn default_handshaker_address() -> String {
+    handshaker_address_from(std::env::var(HANDSHAKER_ADDRESS_ENV).ok().as_deref())
+}
+
+fn handshaker_address_from(env: Option<&str>) -> String {
+    match env.map(str::trim) {
+        Some(v) if !v.is_empty() => v.to_owned(),
+        _ => DEFAULT_HANDSHAKER_SERVICE.to_owned(),
+    }
+}
+
 /// Largest read from the peer relayed in one request.
 const READ_CHUNK: usize = 16 * 1024;
 /// Cap on the handshake bytes relayed in one handshake.
@@ -94,6 +112,12 @@ impl HandshakerServiceClient {
             max_frame_size: record::DEFAULT_MAX_RECV_FRAME as u32,
             timeout: crate::DEFAULT_HANDSHAKE_TIMEOUT,
         }
+    }
+
+    /// A client of the service at [`default_handshaker_address`]
+    /// (`$GCE_METADATA_HOST`, or Google's metadata server address).
+    pub fn from_env() -> Self {
+        Self::new(default_handshaker_address())
     }
 
     /// Sets the handshake timeout (the whole exchange, service and peer).
@@ -515,6 +539,17 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn handshaker_address_honours_gce_metadata_host() {
+        assert_eq!(handshaker_address_from(None), DEFAULT_HANDSHAKER_SERVICE);
+        assert_eq!(handshaker_address_from(Some("")), DEFAULT_HANDSHAKER_SERVICE);
+        assert_eq!(handshaker_address_from(Some("127.0.0.1:8080")), "127.0.0.1:8080");
+        assert_eq!(
+            dial_uri(&handshaker_address_from(Some("localhost:9090"))),
+            "http://localhost:9090"
+        );
+    }
 
     #[test]
     fn dial_uris() {

@@ -94,6 +94,12 @@ impl AltsAcceptor {
         }
     }
 
+    /// Runs each handshake through the handshaker service stock gRPC would
+    /// use here (`$GCE_METADATA_HOST`, else Google's metadata server).
+    pub fn via_default_handshaker_service() -> Self {
+        Self::via_handshaker_service(HandshakerServiceClient::from_env())
+    }
+
     /// Handshakes running at once (default 512). When all slots are busy,
     /// [`AltsIncoming`] stops taking connections until one finishes.
     pub fn max_in_flight(mut self, n: usize) -> Self {

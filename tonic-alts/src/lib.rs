@@ -13,6 +13,8 @@ mod connector;
 mod error;
 mod handshake;
 pub mod handshaker_client;
+#[cfg(feature = "health")]
+pub mod health;
 mod incoming;
 pub mod metrics;
 mod peer;
@@ -27,8 +29,8 @@ pub use connector::AltsConnector;
 pub use error::{AltsError, AltsErrorKind, ConfigError, FileError};
 pub use handshake::{client_handshake, server_handshake};
 pub use handshaker_client::{
-    DEFAULT_HANDSHAKER_SERVICE, HandshakerServiceClient, client_handshake_via_service,
-    server_handshake_via_service,
+    DEFAULT_HANDSHAKER_SERVICE, HANDSHAKER_ADDRESS_ENV, HandshakerServiceClient,
+    client_handshake_via_service, default_handshaker_address, server_handshake_via_service,
 };
 pub use incoming::{AltsAcceptor, AltsIncoming, DEFAULT_BACKLOG, DEFAULT_MAX_IN_FLIGHT};
 pub use peer::AltsPeer;
