@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use tonic::transport::Endpoint;
 
 use crate::error::ConfigError;
-use crate::handshake::client_handshake_coalesced;
+use crate::handshake::{client_handshake, client_handshake_coalesced};
 use crate::handshaker_client::HandshakerServiceClient;
 use crate::{AltsConfig, AltsError, AltsPeer, AltsStream};
 
@@ -133,7 +133,7 @@ impl AltsConnector<HttpConnector> {
         let tcp = tower_service::Service::call(&mut inner, uri)
             .await
             .map_err(|e| AltsError::Io(std::io::Error::other(e)))?;
-        self.handshake(tcp.into_inner(), &authority).await
+        self.alts.handshake(tcp.into_inner(), &authority, true).await
     }
 }
 
@@ -194,17 +194,27 @@ impl<C> AltsConnector<C> {
 
     /// Runs the client handshake over an already open connection `io`:
     /// the transport-agnostic core of the connector. `authority` names the
-    /// server (`host:port`); it keys the session-ticket cache.
+    /// server (`host:port`); it keys the session-ticket cache. The last
+    /// handshake message is sent before this returns, so the server's
+    /// handshake completes even if the application waits for it to speak
+    /// first.
     pub async fn handshake<IO>(&self, io: IO, authority: &str) -> Result<AltsStream<IO>, AltsError>
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
-        self.alts.handshake(io, authority).await
+        self.alts.handshake(io, authority, false).await
     }
 }
 
 impl ClientSide {
-    async fn handshake<IO>(&self, io: IO, authority: &str) -> Result<AltsStream<IO>, AltsError>
+    /// `coalesce`: keep the last handshake message buffered until the first
+    /// write (for HTTP/2, whose client speaks first: it saves a packet).
+    async fn handshake<IO>(
+        &self,
+        io: IO,
+        authority: &str,
+        coalesce: bool,
+    ) -> Result<AltsStream<IO>, AltsError>
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
@@ -214,8 +224,12 @@ impl ClientSide {
                     target_identities: self.targets.clone(),
                     session_key: Some(authority.to_owned()),
                 };
-                // hyper writes the HTTP/2 preface at once: ClientFinished rides with it.
-                client_handshake_coalesced(io, config.snapshot(), options, config.handshake_timeout).await?
+                let (cfg, timeout) = (config.snapshot(), config.handshake_timeout);
+                if coalesce {
+                    client_handshake_coalesced(io, cfg, options, timeout).await?
+                } else {
+                    client_handshake(io, cfg, options, timeout).await?
+                }
             }
             Mode::Service(client) => {
                 let stream = client.client_handshake(io, &self.targets, authority).await?;
@@ -290,7 +304,8 @@ where
                 .call(uri)
                 .await
                 .map_err(|e| AltsError::Io(std::io::Error::other(e.into())))?;
-            alts.handshake(TokioIo::new(io), &authority)
+            // hyper writes the HTTP/2 preface at once: ClientFinished rides with it.
+            alts.handshake(TokioIo::new(io), &authority, true)
                 .await
                 .map(TokioIo::new)
         })

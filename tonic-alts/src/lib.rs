@@ -1,7 +1,104 @@
-//! ALTS for tonic: run the ALTS handshake before HTTP/2 and hand the
-//! authenticated peer identity to interceptors and handlers.
+//! ALTS (Application Layer Transport Security) channel credentials for
+//! [tonic]: mutual authentication by *identity* rather than host name, and
+//! record encryption, set up before HTTP/2 starts.
 //!
-//! See the README for a five-line setup per side.
+//! - Server: [`AltsIncoming`] (from [`AltsAcceptor`]) turns any stream of
+//!   connections into authenticated ones for `Server::serve_with_incoming`.
+//! - Client: [`AltsConnector`] for `Endpoint::connect_with_connector`; it
+//!   refuses a server that does not prove one of the target identities.
+//! - Both: [`AltsConfig`], loaded from [`CredentialFiles`] and kept fresh by
+//!   an [`AltsReloader`].
+//! - Handlers and interceptors read the authenticated [`AltsPeer`] with
+//!   [`AltsRequestExt::alts_peer`]; [`AltsAuthzLayer`] authorizes every RPC by
+//!   identity.
+//! - Errors carry an [`AltsErrorKind`]; [`metrics`] lists what is measured.
+//!
+//! # Server and client
+//!
+//! ```no_run
+//! use tonic::transport::{Endpoint, Server};
+//! use tonic_alts::{AltsAcceptor, AltsAuthzLayer, AltsConfig, AltsConnector, CredentialFiles};
+//!
+//! # async fn run<S>(my_service: S) -> Result<(), Box<dyn std::error::Error>>
+//! # where S: tower_service::Service<http::Request<tonic::body::Body>, Response = http::Response<tonic::body::Body>, Error = std::convert::Infallible>
+//! #     + tonic::server::NamedService + Clone + Send + Sync + 'static, S::Future: Send + 'static {
+//! // Server: credentials from `alts issue handshake --out creds/server`.
+//! let server = AltsConfig::from_files(
+//!     CredentialFiles::from_dir("creds/server").issuance_policy("issuance-policy.toml"),
+//! )?;
+//! let incoming = AltsAcceptor::new(server).bind("0.0.0.0:50051").await?;
+//! tokio::spawn(
+//!     Server::builder()
+//!         .layer(AltsAuthzLayer::peer_info_only())
+//!         .add_service(my_service)
+//!         .serve_with_incoming(incoming),
+//! );
+//!
+//! // Client: fails before HTTP/2 unless the server proves it is greeter-prod.
+//! let client = AltsConfig::from_files(
+//!     CredentialFiles::from_dir("creds/client").issuance_policy("issuance-policy.toml"),
+//! )?;
+//! let channel = Endpoint::from_static("http://10.0.0.7:50051")
+//!     .connect_with_connector(AltsConnector::new(client).target_identity("greeter-prod"))
+//!     .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Any transport
+//!
+//! The handshake itself needs only a byte stream: [`AltsAcceptor::accept`]
+//! and [`AltsConnector::handshake`] run it over anything that implements
+//! tokio's `AsyncRead + AsyncWrite` and return an [`AltsStream`] that knows
+//! its peer. Here over an in-memory pipe:
+//!
+//! ```
+//! # use std::sync::Arc;
+//! # use alts_core::cert::Category;
+//! # use alts_core::handshake::HandshakeConfig;
+//! # #[allow(deprecated)] use alts_core::policy::Policy;
+//! # use alts_core::testing::{TestPki, deterministic_provider};
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//! use tonic_alts::{AltsAcceptor, AltsConfig, AltsConnector};
+//!
+//! # #[allow(deprecated)]
+//! # fn configs() -> (AltsConfig, AltsConfig) {
+//! #     let pki = TestPki::new(b"docs");
+//! #     let cfg = |identity: &str| {
+//! #         let issued = pki.issue_with(identity, Category::Workload, "scheduler", None);
+//! #         let verifier = pki.verifier(Policy::allow_all_for_tests());
+//! #         AltsConfig::new(HandshakeConfig::new(issued.credentials, verifier, deterministic_provider(identity.as_bytes())))
+//! #     };
+//! #     (cfg("frontend-prod"), cfg("greeter-prod"))
+//! # }
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tonic_alts::AltsError> {
+//! let (client_config, server_config) = configs();
+//! let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+//! let acceptor = AltsAcceptor::new(server_config);
+//! let connector = AltsConnector::new(client_config).target_identity("greeter-prod");
+//! let (client, server) = tokio::join!(
+//!     connector.handshake(client_io, "greeter.internal:443"),
+//!     acceptor.accept(server_io),
+//! );
+//! let (mut client, mut server) = (client?, server?);
+//! assert_eq!(client.peer().identity, "greeter-prod");
+//! assert_eq!(server.peer().identity, "frontend-prod");
+//!
+//! client.write_all(b"ping").await?;
+//! client.flush().await?;
+//! let mut buf = [0u8; 4];
+//! server.read_exact(&mut buf).await?;
+//! assert_eq!(&buf, b"ping");
+//! # Ok(()) }
+//! ```
+//!
+//! # Cargo features
+//!
+//! - `health` (default): [`health::PlaintextHealth`], a plaintext port that
+//!   serves only `grpc.health.v1` for probes that cannot speak ALTS.
+//! - `test-util`: [`AltsPeer::for_testing`] for unit tests of handlers.
+//!
+//! [tonic]: https://docs.rs/tonic
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
