@@ -3,6 +3,11 @@
 //! `alts` command does.
 #![forbid(unsafe_code)]
 
+// The README's Rust snippets compile as doctests of this crate.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 
@@ -243,4 +248,36 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .mode(0o600)
         .open(path)?;
     f.write_all(bytes)
+}
+
+/// A unit test of a handler that reads the caller's identity, without any
+/// network: `AltsPeer::for_testing` (feature `test-util`) stands in for the
+/// peer the handshake would have authenticated.
+#[cfg(test)]
+mod handler_tests {
+    use super::echo::echo_server::Echo;
+    use super::*;
+    use tonic_alts::AltsPeer;
+
+    #[tokio::test]
+    async fn unary_reports_the_callers_identity() {
+        let mut request = Request::new(EchoRequest {
+            message: "hi".into(),
+            payload: vec![],
+        });
+        AltsPeer::for_testing("frontend-prod").attach_to(&mut request);
+        let reply = EchoService.unary(request).await.expect("unary").into_inner();
+        assert_eq!(reply.peer_identity, "frontend-prod");
+        assert_eq!(reply.message, "hi");
+    }
+
+    #[tokio::test]
+    async fn without_a_peer_the_identity_is_empty() {
+        let reply = EchoService
+            .unary(Request::new(EchoRequest::default()))
+            .await
+            .expect("unary")
+            .into_inner();
+        assert_eq!(reply.peer_identity, "");
+    }
 }
