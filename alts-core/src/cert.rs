@@ -835,8 +835,9 @@ pub struct LocalCredentials {
     dh_cache: std::sync::Arc<crate::crypto::StaticDhCache>,
 }
 
-/// Peers whose static-static X25519 result is kept per credential.
-const STATIC_DH_CACHE: usize = 4096;
+/// Default number of peers whose static-static X25519 result is kept per
+/// credential (see [`LocalCredentials::with_static_dh_cache_capacity`]).
+pub const DEFAULT_STATIC_DH_CACHE_CAPACITY: usize = 4096;
 
 impl LocalCredentials {
     /// Checks that `static_key` matches the certificate's static public key.
@@ -853,8 +854,20 @@ impl LocalCredentials {
             cert: handshake_cert,
             key: static_key,
             info,
-            dh_cache: std::sync::Arc::new(crate::crypto::StaticDhCache::new(STATIC_DH_CACHE)),
+            dh_cache: std::sync::Arc::new(crate::crypto::StaticDhCache::new(
+                DEFAULT_STATIC_DH_CACHE_CAPACITY,
+            )),
         })
+    }
+
+    /// Keeps the static-static X25519 results of at most `capacity` peers
+    /// (default [`DEFAULT_STATIC_DH_CACHE_CAPACITY`]; the oldest is evicted
+    /// first); 0 disables the cache, so every full handshake computes the
+    /// scalar multiplication. Starts from an empty cache that is no longer
+    /// shared with clones made before this call.
+    pub fn with_static_dh_cache_capacity(mut self, capacity: usize) -> Self {
+        self.dh_cache = std::sync::Arc::new(crate::crypto::StaticDhCache::new(capacity));
+        self
     }
 
     /// X25519 of our static key with a peer's *certified static* key. The

@@ -583,6 +583,26 @@ fn cache_hit_still_checks_expiry_revocation_and_policy() {
 }
 
 #[test]
+fn verifier_cache_of_capacity_zero_keeps_nothing() {
+    let pki = pki(b"no cache");
+    let c = pki.chain_with("alice", Category::Person, "corp-ca", window(-10, 3600), None);
+    let v = pki.verifier(PRODUCTION).with_cache_capacity(0);
+    let peer = v.verify_handshake_cert(&c.handshake_cert, NOW).unwrap();
+    assert_eq!(v.verify_handshake_cert(&c.handshake_cert, NOW).unwrap(), peer);
+    assert_eq!((v.cache_len(), v.chain_cache_len()), (0, 0));
+    v.verify_principal_cert(&c.principal_cert, NOW).unwrap();
+    assert_eq!(v.cache_len(), 0);
+    // A full cache shrunk to 0 is emptied.
+    let v = pki.verifier(PRODUCTION);
+    v.verify_handshake_cert(&c.handshake_cert, NOW).unwrap();
+    assert_eq!((v.cache_len(), v.chain_cache_len()), (1, 1));
+    let v = v.with_cache_capacity(0);
+    assert_eq!((v.cache_len(), v.chain_cache_len()), (0, 0));
+    v.verify_handshake_cert(&c.handshake_cert, NOW).unwrap();
+    assert_eq!((v.cache_len(), v.chain_cache_len()), (0, 0));
+}
+
+#[test]
 fn recheck_expiry() {
     let pki = pki(b"recheck");
     let c = pki.chain_with("alice", Category::Person, "corp-ca", None, window(-10, 100));

@@ -1272,3 +1272,67 @@ fn static_dh_is_cached_per_peer_and_matches_a_fresh_computation() {
     assert!(w.client.credentials.static_agree(&[0u8; 32]).is_err());
     assert_eq!(w.client.credentials.static_dh_cache_len(), 1);
 }
+
+#[test]
+fn static_dh_cache_of_capacity_zero_keeps_nothing() {
+    let w = world();
+    let no_cache = |who: &Issued| Arc::new((*who.credentials).clone().with_static_dh_cache_capacity(0));
+    let mut c = config(&w, &w.client, b"c");
+    c.credentials = no_cache(&w.client);
+    let mut s = config(&w, &w.server, b"s");
+    s.credentials = no_cache(&w.server);
+    for _ in 0..2 {
+        let (co, so) = run(c.clone(), s.clone(), ClientOptions::default(), Delivery::Whole).unwrap();
+        assert_records_interoperate(&co, &so);
+    }
+    assert_eq!(c.credentials.static_dh_cache_len(), 0);
+    assert_eq!(s.credentials.static_dh_cache_len(), 0);
+    // A small capacity evicts the oldest peer.
+    let one = (*w.client.credentials).clone().with_static_dh_cache_capacity(1);
+    for _ in 0..2 {
+        let other = w.pki.issue("other-prod", Category::Workload, "scheduler");
+        one.static_agree(other.credentials.key_pair().public_key())
+            .unwrap();
+        assert_eq!(one.static_dh_cache_len(), 1);
+    }
+}
+
+#[test]
+fn session_caches_of_capacity_zero_keep_nothing() {
+    use alts_core::resumption::{ClientSessionCache, ServerTicketStore};
+    let w = world();
+    for (max, per) in [(0, 4), (4, 0), (0, 0)] {
+        let mut c = config(&w, &w.client, b"c");
+        let mut rc = ResumptionConfig::new(rkeys(1));
+        rc.client_cache = Arc::new(ClientSessionCache::new(max, per));
+        c.resumption = Some(rc);
+        let mut s = config(&w, &w.server, b"s");
+        let mut rs = ResumptionConfig::new(rkeys(2));
+        rs.server_store = Arc::new(ServerTicketStore::new(max, per));
+        s.resumption = Some(rs);
+        for _ in 0..2 {
+            let (co, so) = run(c.clone(), s.clone(), ClientOptions::default(), Delivery::Whole).unwrap();
+            assert_eq!(co.resumption, Resumption::NotAttempted, "({max}, {per})");
+            assert_eq!(so.resumption, Resumption::NotAttempted, "({max}, {per})");
+        }
+        let cache = &c.resumption.as_ref().unwrap().client_cache;
+        assert!(cache.is_empty() && cache.total_len() == 0 && cache.len("") == 0);
+        assert!(s.resumption.as_ref().unwrap().server_store.is_empty());
+    }
+
+    // The default caches fill, count and clear.
+    let mut c = config(&w, &w.client, b"c");
+    c.resumption = Some(ResumptionConfig::new(rkeys(1)));
+    let mut s = config(&w, &w.server, b"s");
+    s.resumption = Some(ResumptionConfig::new(rkeys(2)));
+    run(c.clone(), s.clone(), ClientOptions::default(), Delivery::Whole).unwrap();
+    let cache = c.resumption.as_ref().unwrap().client_cache.clone();
+    let store = s.resumption.as_ref().unwrap().server_store.clone();
+    assert_eq!((cache.total_len(), cache.len("")), (1, 1));
+    assert_eq!(store.total_len(), 1);
+    cache.clear();
+    store.clear();
+    assert!(cache.is_empty() && store.is_empty());
+    let (co, _) = run(c, s, ClientOptions::default(), Delivery::Whole).unwrap();
+    assert_eq!(co.resumption, Resumption::NotAttempted);
+}
