@@ -1,5 +1,9 @@
-//! ALTS credentials (ALTS-NOTES §2): the signing-service root key, principal
-//! certificates and handshake certificates, all protobuf (`alts.v1`).
+//! ALTS credentials: the signing-service root key, principal certificates and
+//! handshake certificates, all protobuf (`alts.v1`). The *issuer* recorded in
+//! a principal certificate is whoever requested it (a CA, a scheduler), not
+//! the signing service that signed it; the issuance policy
+//! ([`crate::policy`]) decides which issuers may issue which categories for
+//! which identities.
 //!
 //! Chain: [`RootKey`] → principal certificate (signed by the root key, holds an
 //! Ed25519 public key) → handshake certificate (signed with the principal key,
@@ -172,7 +176,8 @@ pub enum CertError {
     Signing,
 }
 
-/// The category of a principal (ALTS-NOTES §2).
+/// The category of a principal: a person, a machine or a workload (run by a
+/// scheduler).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Category {

@@ -1,6 +1,7 @@
-//! Session resumption (ALTS-NOTES §6): resumption keys named by RID, sealed
-//! tickets, and the single-use stores that make sure no resumption secret is
-//! ever used twice.
+//! Session resumption: resumption keys named by RID (shared by every
+//! instance of one identity, so a client can resume with another instance
+//! after load balancing), sealed tickets, and the single-use stores that
+//! make sure no resumption secret is ever used twice.
 //!
 //! Two kinds of ticket exist, named after who keeps them:
 //! - **client-side** tickets are sealed by the *server* under its RID key and

@@ -444,7 +444,8 @@ fn revoked_principal_and_handshake() {
 fn policy_refusals() {
     let pki = pki(b"policy");
     let v = pki.verifier(PRODUCTION);
-    // The whitepaper's Mallory case.
+    // Mallory got a principal certificate for `network-admin` signed (the
+    // signing service records Mallory as issuer): the policy refuses it.
     let mallory = pki.chain("network-admin", Category::Person, "mallory");
     let err = v.verify_handshake_cert(&mallory.handshake_cert, NOW).unwrap_err();
     assert!(

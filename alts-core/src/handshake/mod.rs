@@ -1,5 +1,9 @@
-//! The ALTS handshake as sans-IO state machines (ALTS-NOTES §5–§6; the full
-//! description with every label is in `alts-core/HANDSHAKE.md`).
+//! The ALTS handshake as sans-IO state machines: mutual authentication by
+//! handshake certificate, static X25519 between the certified keys (optionally
+//! ephemeral X25519 for forward secrecy), HKDF-SHA256 over the transcript into
+//! the record secret `M`, the resumption secret `R` and the authenticator
+//! secret `A`, and Finished MACs with `A`. The full description with every
+//! label is in `alts-core/HANDSHAKE.md`.
 //!
 //! ```text
 //! client                                         server
@@ -225,7 +229,8 @@ impl HandshakeError {
     }
 }
 
-/// An RPC protocol version (GRPC-ALTS-FACTS §7).
+/// An RPC protocol version. Versions compare by major, then minor; each side
+/// advertises a range and the highest version inside both is negotiated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RpcVersion {
     /// Major version.
