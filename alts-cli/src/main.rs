@@ -8,7 +8,8 @@
 //!
 //! Defaults (documented in `--help` too):
 //! - principal certificates have **no expiry** unless `--valid-for` is given
-//!   (the revocation list is the source of truth, ALTS-NOTES §4);
+//!   (many production certificates carry no expiry because clock skew causes
+//!   outages; the revocation list is the source of truth);
 //! - handshake certificates are valid 20 h for people, 48 h otherwise;
 //! - revocation IDs: principal certificates get a random ID in their
 //!   category's range (`category byte ‖ random 56 bits`); handshake

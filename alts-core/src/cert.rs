@@ -1,5 +1,9 @@
-//! ALTS credentials (ALTS-NOTES §2): the signing-service root key, principal
-//! certificates and handshake certificates, all protobuf (`alts.v1`).
+//! ALTS credentials: the signing-service root key, principal certificates and
+//! handshake certificates, all protobuf (`alts.v1`). The *issuer* recorded in
+//! a principal certificate is whoever requested it (a CA, a scheduler), not
+//! the signing service that signed it; the issuance policy
+//! ([`crate::policy`]) decides which issuers may issue which categories for
+//! which identities.
 //!
 //! Chain: [`RootKey`] → principal certificate (signed by the root key, holds an
 //! Ed25519 public key) → handshake certificate (signed with the principal key,
@@ -172,7 +176,8 @@ pub enum CertError {
     Signing,
 }
 
-/// The category of a principal (ALTS-NOTES §2).
+/// The category of a principal: a person, a machine or a workload (run by a
+/// scheduler).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Category {
@@ -835,8 +840,9 @@ pub struct LocalCredentials {
     dh_cache: std::sync::Arc<crate::crypto::StaticDhCache>,
 }
 
-/// Peers whose static-static X25519 result is kept per credential.
-const STATIC_DH_CACHE: usize = 4096;
+/// Default number of peers whose static-static X25519 result is kept per
+/// credential (see [`LocalCredentials::with_static_dh_cache_capacity`]).
+pub const DEFAULT_STATIC_DH_CACHE_CAPACITY: usize = 4096;
 
 impl LocalCredentials {
     /// Checks that `static_key` matches the certificate's static public key.
@@ -853,8 +859,20 @@ impl LocalCredentials {
             cert: handshake_cert,
             key: static_key,
             info,
-            dh_cache: std::sync::Arc::new(crate::crypto::StaticDhCache::new(STATIC_DH_CACHE)),
+            dh_cache: std::sync::Arc::new(crate::crypto::StaticDhCache::new(
+                DEFAULT_STATIC_DH_CACHE_CAPACITY,
+            )),
         })
+    }
+
+    /// Keeps the static-static X25519 results of at most `capacity` peers
+    /// (default [`DEFAULT_STATIC_DH_CACHE_CAPACITY`]; the oldest is evicted
+    /// first); 0 disables the cache, so every full handshake computes the
+    /// scalar multiplication. Starts from an empty cache that is no longer
+    /// shared with clones made before this call.
+    pub fn with_static_dh_cache_capacity(mut self, capacity: usize) -> Self {
+        self.dh_cache = std::sync::Arc::new(crate::crypto::StaticDhCache::new(capacity));
+        self
     }
 
     /// X25519 of our static key with a peer's *certified static* key. The
@@ -867,13 +885,6 @@ impl LocalCredentials {
         peer_static: &[u8; 32],
     ) -> Result<crate::crypto::SharedSecret, crate::crypto::CryptoError> {
         self.dh_cache.agree(&self.key, peer_static)
-    }
-
-    /// Keeps the static-static results of at most `capacity` peers (0
-    /// disables the cache). Clones made before keep the old cache.
-    pub fn with_static_dh_cache_capacity(mut self, capacity: usize) -> Self {
-        self.dh_cache = std::sync::Arc::new(crate::crypto::StaticDhCache::new(capacity));
-        self
     }
 
     /// Forgets the cached static-static results (benchmarks of first

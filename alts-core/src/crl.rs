@@ -1,5 +1,7 @@
-//! The revocation list (ALTS-NOTES §4): a set of revoked 64-bit revocation
-//! IDs, signed by the signing-service root key.
+//! The revocation list: a set of revoked 64-bit revocation IDs (8-bit
+//! category ‖ 56-bit identifier), signed by the signing-service root key. A
+//! certificate is invalid once expired or listed here; since many production
+//! certificates carry no expiry, the list is the source of truth.
 //!
 //! File format: `alts.v1.RevocationList` whose `tbs` is a serialized
 //! `alts.v1.RevocationListTbs` (version 1, `encoding` 1) holding the IDs as a

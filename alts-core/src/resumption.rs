@@ -1,6 +1,7 @@
-//! Session resumption (ALTS-NOTES §6): resumption keys named by RID, sealed
-//! tickets, and the single-use stores that make sure no resumption secret is
-//! ever used twice.
+//! Session resumption: resumption keys named by RID (shared by every
+//! instance of one identity, so a client can resume with another instance
+//! after load balancing), sealed tickets, and the single-use stores that
+//! make sure no resumption secret is ever used twice.
 //!
 //! Two kinds of ticket exist, named after who keeps them:
 //! - **client-side** tickets are sealed by the *server* under its RID key and
@@ -402,7 +403,9 @@ pub struct ClientSessionCache {
 }
 
 impl ClientSessionCache {
-    /// A cache of at most `max_keys` keys with `per_key` tickets each.
+    /// A cache of at most `max_keys` keys with `per_key` tickets each. When
+    /// either is 0 the cache keeps nothing (every connection runs a full
+    /// handshake unless the server presents a ticket).
     pub fn new(max_keys: usize, per_key: usize) -> Self {
         Self {
             per_key,
@@ -413,6 +416,9 @@ impl ClientSessionCache {
 
     /// Stores a ticket (the oldest one for the key goes when full).
     pub fn put(&self, key: &str, ticket: ClientTicket) {
+        if self.max_keys == 0 || self.per_key == 0 {
+            return;
+        }
         let Ok(mut map) = self.map.lock() else { return };
         if !map.contains_key(key) && map.len() >= self.max_keys {
             let Some(victim) = map.keys().next().cloned() else {
@@ -421,7 +427,7 @@ impl ClientSessionCache {
             map.remove(&victim);
         }
         let q = map.entry(key.to_owned()).or_default();
-        if q.len() >= self.per_key {
+        while q.len() >= self.per_key {
             q.pop_front();
         }
         q.push_back(ticket);
@@ -439,20 +445,35 @@ impl ClientSessionCache {
         None
     }
 
-    /// Forgets every ticket.
-    pub fn clear(&self) {
-        if let Ok(mut map) = self.map.lock() {
-            map.clear();
-        }
-    }
-
-    /// Number of tickets held for `key`.
+    /// Number of tickets held for `key` (see [`ClientSessionCache::total_len`]
+    /// for all keys).
     pub fn len(&self, key: &str) -> usize {
         self.map
             .lock()
             .ok()
             .and_then(|m| m.get(key).map(VecDeque::len))
             .unwrap_or(0)
+    }
+
+    /// Number of tickets held, over all keys.
+    pub fn total_len(&self) -> usize {
+        self.map
+            .lock()
+            .map(|m| m.values().map(VecDeque::len).sum())
+            .unwrap_or(0)
+    }
+
+    /// True when no ticket is held.
+    pub fn is_empty(&self) -> bool {
+        self.total_len() == 0
+    }
+
+    /// Forgets every ticket (e.g. after the server's identity or keys
+    /// changed); the secrets inside are zeroized as they drop.
+    pub fn clear(&self) {
+        if let Ok(mut m) = self.map.lock() {
+            m.clear();
+        }
     }
 }
 
@@ -485,7 +506,8 @@ pub struct ServerTicketStore {
 }
 
 impl ServerTicketStore {
-    /// A store of at most `max_rids` RIDs with `per_rid` tickets each.
+    /// A store of at most `max_rids` RIDs with `per_rid` tickets each. When
+    /// either is 0 the store keeps nothing.
     pub fn new(max_rids: usize, per_rid: usize) -> Self {
         Self {
             per_rid,
@@ -496,6 +518,9 @@ impl ServerTicketStore {
 
     /// Stores a ticket under the client's RID.
     pub fn put(&self, rid: &[u8], ticket: StoredServerTicket) {
+        if self.max_rids == 0 || self.per_rid == 0 {
+            return;
+        }
         let Ok(mut map) = self.map.lock() else { return };
         if !map.contains_key(rid) && map.len() >= self.max_rids {
             let Some(victim) = map.keys().next().cloned() else {
@@ -504,7 +529,7 @@ impl ServerTicketStore {
             map.remove(&victim);
         }
         let q = map.entry(rid.to_vec()).or_default();
-        if q.len() >= self.per_rid {
+        while q.len() >= self.per_rid {
             q.pop_front();
         }
         q.push_back(ticket);
@@ -523,6 +548,28 @@ impl ServerTicketStore {
             }
         }
         None
+    }
+}
+
+impl ServerTicketStore {
+    /// Number of tickets held, over all RIDs.
+    pub fn total_len(&self) -> usize {
+        self.map
+            .lock()
+            .map(|m| m.values().map(VecDeque::len).sum())
+            .unwrap_or(0)
+    }
+
+    /// True when no ticket is held.
+    pub fn is_empty(&self) -> bool {
+        self.total_len() == 0
+    }
+
+    /// Forgets every ticket.
+    pub fn clear(&self) {
+        if let Ok(mut m) = self.map.lock() {
+            m.clear();
+        }
     }
 }
 

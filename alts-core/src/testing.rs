@@ -6,8 +6,7 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::indexing_slicing,
-    clippy::panic,
-    missing_docs
+    clippy::panic
 )]
 
 use std::sync::Arc;
@@ -32,8 +31,11 @@ pub fn deterministic_provider(seed: &[u8]) -> CryptoProvider {
 
 /// A throwaway signing service.
 pub struct TestPki {
+    /// The signing service's private root key.
     pub root_key: SigningKey,
+    /// The public root key every party trusts.
     pub root: RootKey,
+    /// The deterministic random source all keys come from.
     pub rng: Arc<dyn SecureRandom>,
     next_id: std::sync::atomic::AtomicU64,
 }
@@ -41,14 +43,21 @@ pub struct TestPki {
 /// What [`TestPki::issue`] makes.
 #[derive(Clone)]
 pub struct Issued {
+    /// The handshake certificate with its static key, ready for a handshake.
     pub credentials: Arc<LocalCredentials>,
+    /// The serialized principal certificate.
     pub principal_cert: Vec<u8>,
+    /// The serialized handshake certificate.
     pub handshake_cert: Vec<u8>,
+    /// Revocation ID of the principal certificate.
     pub principal_revocation_id: u64,
+    /// Revocation ID of the handshake certificate.
     pub handshake_revocation_id: u64,
 }
 
 impl TestPki {
+    /// A signing service whose keys (and every key it issues) depend only on
+    /// `seed`.
     pub fn new(seed: &[u8]) -> Self {
         let rng: Arc<dyn SecureRandom> = Arc::new(DeterministicRandom::new(seed));
         let root_key = SigningKey::generate(rng.as_ref()).unwrap();
@@ -71,6 +80,9 @@ impl TestPki {
         )
     }
 
+    /// Issues a principal + handshake chain for `identity` with `validity`
+    /// on both certificates (`None`: no expiry). Revocation IDs are
+    /// consecutive in the machine range.
     pub fn issue_with(
         &self,
         identity: &str,
@@ -192,13 +204,18 @@ fn feed(
 /// resumption keys when `resume`, and both sides' verifiers (to clear their
 /// caches for cold runs).
 pub struct BenchPair {
+    /// The client's configuration (`frontend-prod`).
     pub client: Arc<crate::handshake::HandshakeConfig>,
+    /// The server's configuration (`backend-prod`).
     pub server: Arc<crate::handshake::HandshakeConfig>,
+    /// The client's verifier.
     pub client_verifier: Arc<Verifier>,
+    /// The server's verifier.
     pub server_verifier: Arc<Verifier>,
 }
 
 impl BenchPair {
+    /// Both configurations; with resumption keys on both sides when `resume`.
     pub fn new(resume: bool) -> Self {
         use crate::handshake::{HandshakeConfig, ResumptionConfig};
         use crate::resumption::{ResumptionKey, ResumptionKeys};

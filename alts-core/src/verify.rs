@@ -1,4 +1,4 @@
-//! Verification of a peer's handshake certificate (ALTS-NOTES §2–§4): sizes,
+//! Verification of a peer's handshake certificate: sizes,
 //! decoding, root → principal → handshake signatures, validity windows (with
 //! a clock-skew allowance), the revocation list for both certificates, then
 //! the policy. The result is a [`VerifiedPeer`] or a [`CertError`] naming the

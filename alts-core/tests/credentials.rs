@@ -444,7 +444,8 @@ fn revoked_principal_and_handshake() {
 fn policy_refusals() {
     let pki = pki(b"policy");
     let v = pki.verifier(PRODUCTION);
-    // The whitepaper's Mallory case.
+    // Mallory got a principal certificate for `network-admin` signed (the
+    // signing service records Mallory as issuer): the policy refuses it.
     let mallory = pki.chain("network-admin", Category::Person, "mallory");
     let err = v.verify_handshake_cert(&mallory.handshake_cert, NOW).unwrap_err();
     assert!(
@@ -580,6 +581,26 @@ fn cache_hit_still_checks_expiry_revocation_and_policy() {
     );
     v.clear_cache();
     assert_eq!(v.cache_len(), 0);
+}
+
+#[test]
+fn verifier_cache_of_capacity_zero_keeps_nothing() {
+    let pki = pki(b"no cache");
+    let c = pki.chain_with("alice", Category::Person, "corp-ca", window(-10, 3600), None);
+    let v = pki.verifier(PRODUCTION).with_cache_capacity(0);
+    let peer = v.verify_handshake_cert(&c.handshake_cert, NOW).unwrap();
+    assert_eq!(v.verify_handshake_cert(&c.handshake_cert, NOW).unwrap(), peer);
+    assert_eq!((v.cache_len(), v.chain_cache_len()), (0, 0));
+    v.verify_principal_cert(&c.principal_cert, NOW).unwrap();
+    assert_eq!(v.cache_len(), 0);
+    // A full cache shrunk to 0 is emptied.
+    let v = pki.verifier(PRODUCTION);
+    v.verify_handshake_cert(&c.handshake_cert, NOW).unwrap();
+    assert_eq!((v.cache_len(), v.chain_cache_len()), (1, 1));
+    let v = v.with_cache_capacity(0);
+    assert_eq!((v.cache_len(), v.chain_cache_len()), (0, 0));
+    v.verify_handshake_cert(&c.handshake_cert, NOW).unwrap();
+    assert_eq!((v.cache_len(), v.chain_cache_len()), (0, 0));
 }
 
 #[test]

@@ -6,8 +6,8 @@ use alts_core::UnixTime;
 use alts_core::cert::{Category, CertError};
 use alts_core::crl::RevocationList;
 use alts_core::handshake::{
-    ClientHandshake, ClientOptions, Handshake, HandshakeConfig, HandshakeError, HandshakeOutcome, Resumption,
-    ResumptionConfig, ServerHandshake,
+    AlertCode, ClientHandshake, ClientOptions, Handshake, HandshakeConfig, HandshakeError, HandshakeOutcome,
+    Resumption, ResumptionConfig, ServerHandshake,
 };
 use alts_core::policy::Policy;
 use alts_core::record::RecordProtocol;
@@ -821,8 +821,12 @@ fn refused_side_sends_an_alert_the_other_side_reports() {
     let mut alert = Vec::new();
     server.poll_output(&mut alert);
     assert!(!alert.is_empty());
+    // The client learns the code and its generic text, not that it was revoked.
     match client.handle_input(&alert).unwrap_err() {
-        HandshakeError::PeerAlert(why) => assert!(why.contains("revoked"), "{why}"),
+        HandshakeError::PeerRefused { code, message } => {
+            assert_eq!(code, AlertCode::CertificateNotAccepted);
+            assert_eq!(message, "peer certificate not accepted");
+        }
         other => panic!("expected an alert, got {other:?}"),
     }
     // The client does not answer an alert with an alert.
@@ -848,9 +852,285 @@ fn refused_side_sends_an_alert_the_other_side_reports() {
     ));
     buf.clear();
     client.poll_output(&mut buf);
-    assert!(
-        matches!(server.handle_input(&buf), Err(HandshakeError::PeerAlert(ref m)) if m.contains("payments-prod"))
+    assert_eq!(
+        server.handle_input(&buf),
+        Err(HandshakeError::PeerRefused {
+            code: AlertCode::NotAuthorized,
+            message: "peer not authorized".into()
+        })
     );
+}
+
+/// What one side sent when it refused the handshake, and what each side saw.
+struct Refusal {
+    /// `"client"` or `"server"`: who refused.
+    refuser: &'static str,
+    /// The refusing side's own (detailed) error.
+    local: HandshakeError,
+    /// Every byte the refusing side wrote after its error: the alert.
+    alert: Vec<u8>,
+    /// What the other side reports on reading the alert.
+    remote: HandshakeError,
+}
+
+/// Runs a handshake that must be refused, one whole flight at a time.
+fn refusal(c: HandshakeConfig, s: HandshakeConfig, opts: ClientOptions) -> Refusal {
+    let mut client = ClientHandshake::new(Arc::new(c), opts, NOW).unwrap();
+    let mut server = ServerHandshake::new(Arc::new(s), NOW);
+    let mut flight = Vec::new();
+    client.poll_output(&mut flight);
+    for step in 0..8 {
+        let (refuser, from, to): (_, &mut dyn Handshake, &mut dyn Handshake) = if step % 2 == 0 {
+            ("server", &mut server, &mut client)
+        } else {
+            ("client", &mut client, &mut server)
+        };
+        if let Err(local) = from.handle_input(&flight) {
+            let mut alert = Vec::new();
+            from.poll_output(&mut alert);
+            let remote = to.handle_input(&alert).unwrap_err();
+            return Refusal {
+                refuser,
+                local,
+                alert,
+                remote,
+            };
+        }
+        flight.clear();
+        from.poll_output(&mut flight);
+    }
+    panic!("the handshake was not refused")
+}
+
+#[test]
+fn alerts_carry_a_code_and_no_detail() {
+    let w = world();
+    let crl_revoking = |id: u64| {
+        let crl = RevocationList::build_signed([id], &w.pki.root_key, NOW).unwrap();
+        Arc::new(RevocationList::from_signed_bytes(&crl, &w.pki.root).unwrap())
+    };
+    let policy = || {
+        Policy::from_toml(
+            r#"
+            [[rule]]
+            issuer = "scheduler"
+            categories = ["workload"]
+            identities = ["*-prod"]
+            "#,
+        )
+        .unwrap()
+    };
+    let other = TestPki::new(b"another signing service");
+    let stranger = other.issue("stranger-prod", Category::Workload, "scheduler");
+    let mallory = w.pki.issue("network-admin", Category::Person, "mallory");
+    let dev = w.pki.issue("frontend-dev", Category::Workload, "scheduler");
+    let targets = |t: &[&str]| ClientOptions {
+        target_identities: t.iter().map(|s| s.to_string()).collect(),
+        session_key: None,
+    };
+
+    // (case, client config, server config, client options, who refuses,
+    //  expected code, strings that must not reach the peer)
+    type Case<'a> = (
+        &'a str,
+        HandshakeConfig,
+        HandshakeConfig,
+        ClientOptions,
+        &'a str,
+        AlertCode,
+        Vec<String>,
+    );
+    let mut cases: Vec<Case<'_>> = Vec::new();
+
+    cases.push((
+        "bad certificate chain",
+        config(&w, &stranger, b"c"),
+        config(&w, &w.server, b"s"),
+        ClientOptions::default(),
+        "server",
+        AlertCode::CertificateNotAccepted,
+        vec!["root".into(), "signature".into(), "stranger-prod".into()],
+    ));
+
+    let mut s = config(&w, &w.server, b"s");
+    s.verifier = Arc::new(
+        Verifier::new(w.pki.root.clone(), Arc::new(Policy::allow_all_for_tests()))
+            .with_crl(crl_revoking(w.client.handshake_revocation_id)),
+    );
+    cases.push((
+        "revoked",
+        config(&w, &w.client, b"c"),
+        s,
+        ClientOptions::default(),
+        "server",
+        AlertCode::CertificateNotAccepted,
+        vec![
+            "revoked".into(),
+            format!("{:x}", w.client.handshake_revocation_id),
+            format!("{:#018x}", w.client.handshake_revocation_id),
+        ],
+    ));
+
+    let mut s = config(&w, &w.server, b"s");
+    s.verifier = w.pki.verifier(policy());
+    cases.push((
+        "policy refused",
+        config(&w, &mallory, b"c"),
+        s,
+        ClientOptions::default(),
+        "server",
+        AlertCode::CertificateNotAccepted,
+        vec![
+            "policy".into(),
+            "network-admin".into(),
+            "mallory".into(),
+            "*-prod".into(),
+            "person".into(),
+            "scheduler".into(),
+        ],
+    ));
+
+    cases.push((
+        "target mismatch",
+        config(&w, &w.client, b"c"),
+        config(&w, &w.server, b"s"),
+        targets(&["payments-prod", "ledger-prod"]),
+        "client",
+        AlertCode::NotAuthorized,
+        vec!["payments-prod".into(), "ledger-prod".into(), "target".into()],
+    ));
+
+    let mut s = config(&w, &w.server, b"s");
+    s.client_predicate = Some(Arc::new(|p| {
+        if p.identity.ends_with("-dev") {
+            Err("dev identities may not call production".into())
+        } else {
+            Ok(())
+        }
+    }));
+    cases.push((
+        "client refused by the predicate",
+        config(&w, &dev, b"c"),
+        s,
+        ClientOptions::default(),
+        "server",
+        AlertCode::NotAuthorized,
+        vec![
+            "frontend-dev".into(),
+            "dev identities".into(),
+            "production".into(),
+        ],
+    ));
+
+    let mut c = config(&w, &w.client, b"c");
+    c.record_protocols = vec![RecordProtocol::GmacAes128Rekey];
+    let mut s = config(&w, &w.server, b"s");
+    s.record_protocols = vec![RecordProtocol::GcmAes128Rekey];
+    cases.push((
+        "no common record protocol",
+        c,
+        s,
+        ClientOptions::default(),
+        "server",
+        AlertCode::NoCommonParameters,
+        vec!["ALTSRP".into(), "GMAC".into(), "record protocol".into()],
+    ));
+
+    for (name, c, s, opts, refuser, code, secret) in cases {
+        let r = refusal(c, s, opts);
+        assert_eq!(r.refuser, refuser, "{name}: {:?}", r.local);
+        assert_eq!(r.local.alert_code(), code, "{name}: {:?}", r.local);
+        assert_eq!(r.local.code(), code.as_u32(), "{name}");
+
+        // The alert on the wire: one framed message, the code and the code's
+        // generic text only.
+        let (len, body) = r.alert.split_at(4);
+        assert_eq!(
+            u32::from_be_bytes(len.try_into().unwrap()) as usize,
+            body.len(),
+            "{name}"
+        );
+        let Some(Msg::Alert(a)) = HandshakeMessage::decode(body).unwrap().msg else {
+            panic!("{name}: not an alert")
+        };
+        assert_eq!(a.code, code.as_u32(), "{name}");
+        assert_eq!(a.message, code.to_string(), "{name}");
+        let wire = String::from_utf8_lossy(&r.alert).to_lowercase();
+        let everyone = [
+            "frontend-prod",
+            "backend-prod",
+            "scheduler",
+            "workload",
+            "ALTS_HS",
+            "ALTSRP",
+        ];
+        for s in secret.iter().map(String::as_str).chain(everyone) {
+            assert!(
+                !wire.contains(&s.to_lowercase()),
+                "{name}: the alert reveals {s:?}: {wire:?}"
+            );
+        }
+        // The refusing side keeps the detail.
+        let detail = r.local.to_string();
+        assert_ne!(
+            detail,
+            code.to_string(),
+            "{name}: the local error lost its detail"
+        );
+
+        // The other side learns the code and the generic text.
+        assert_eq!(
+            r.remote,
+            HandshakeError::PeerRefused {
+                code,
+                message: code.to_string()
+            },
+            "{name}"
+        );
+        assert_eq!(r.remote.alert_code(), code, "{name}");
+        assert_eq!(
+            r.remote.to_string(),
+            format!(
+                "peer refused the handshake: {code} (alert code {})",
+                code.as_u32()
+            ),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn received_alert_text_is_sanitized() {
+    let w = world();
+    let mut client = ClientHandshake::new(
+        Arc::new(config(&w, &w.client, b"c")),
+        ClientOptions::default(),
+        NOW,
+    )
+    .unwrap();
+    let mut ci = Vec::new();
+    client.poll_output(&mut ci);
+    let text = format!("bad\u{1b}[2J\r\nforged log line\u{202e}{}", "x".repeat(1000));
+    let body = HandshakeMessage {
+        msg: Some(Msg::Alert(alts_proto::alts_v1::Alert {
+            code: 42,
+            message: text,
+        })),
+    }
+    .encode_to_vec();
+    let mut framed = (body.len() as u32).to_be_bytes().to_vec();
+    framed.extend_from_slice(&body);
+    match client.handle_input(&framed).unwrap_err() {
+        HandshakeError::PeerRefused { code, message } => {
+            assert_eq!(code, AlertCode::Other(42));
+            assert_eq!(code.as_u32(), 42);
+            assert!(message.starts_with("bad[2Jforged log line"), "{message:?}");
+            assert!(!message.chars().any(char::is_control), "{message:?}");
+            assert!(!message.contains('\u{202e}'));
+            assert!(message.len() <= 256, "{}", message.len());
+        }
+        other => panic!("expected PeerRefused, got {other:?}"),
+    }
 }
 
 mod no_panic {
@@ -991,4 +1271,68 @@ fn static_dh_is_cached_per_peer_and_matches_a_fresh_computation() {
     // A low-order peer key is refused and not cached.
     assert!(w.client.credentials.static_agree(&[0u8; 32]).is_err());
     assert_eq!(w.client.credentials.static_dh_cache_len(), 1);
+}
+
+#[test]
+fn static_dh_cache_of_capacity_zero_keeps_nothing() {
+    let w = world();
+    let no_cache = |who: &Issued| Arc::new((*who.credentials).clone().with_static_dh_cache_capacity(0));
+    let mut c = config(&w, &w.client, b"c");
+    c.credentials = no_cache(&w.client);
+    let mut s = config(&w, &w.server, b"s");
+    s.credentials = no_cache(&w.server);
+    for _ in 0..2 {
+        let (co, so) = run(c.clone(), s.clone(), ClientOptions::default(), Delivery::Whole).unwrap();
+        assert_records_interoperate(&co, &so);
+    }
+    assert_eq!(c.credentials.static_dh_cache_len(), 0);
+    assert_eq!(s.credentials.static_dh_cache_len(), 0);
+    // A small capacity evicts the oldest peer.
+    let one = (*w.client.credentials).clone().with_static_dh_cache_capacity(1);
+    for _ in 0..2 {
+        let other = w.pki.issue("other-prod", Category::Workload, "scheduler");
+        one.static_agree(other.credentials.key_pair().public_key())
+            .unwrap();
+        assert_eq!(one.static_dh_cache_len(), 1);
+    }
+}
+
+#[test]
+fn session_caches_of_capacity_zero_keep_nothing() {
+    use alts_core::resumption::{ClientSessionCache, ServerTicketStore};
+    let w = world();
+    for (max, per) in [(0, 4), (4, 0), (0, 0)] {
+        let mut c = config(&w, &w.client, b"c");
+        let mut rc = ResumptionConfig::new(rkeys(1));
+        rc.client_cache = Arc::new(ClientSessionCache::new(max, per));
+        c.resumption = Some(rc);
+        let mut s = config(&w, &w.server, b"s");
+        let mut rs = ResumptionConfig::new(rkeys(2));
+        rs.server_store = Arc::new(ServerTicketStore::new(max, per));
+        s.resumption = Some(rs);
+        for _ in 0..2 {
+            let (co, so) = run(c.clone(), s.clone(), ClientOptions::default(), Delivery::Whole).unwrap();
+            assert_eq!(co.resumption, Resumption::NotAttempted, "({max}, {per})");
+            assert_eq!(so.resumption, Resumption::NotAttempted, "({max}, {per})");
+        }
+        let cache = &c.resumption.as_ref().unwrap().client_cache;
+        assert!(cache.is_empty() && cache.total_len() == 0 && cache.len("") == 0);
+        assert!(s.resumption.as_ref().unwrap().server_store.is_empty());
+    }
+
+    // The default caches fill, count and clear.
+    let mut c = config(&w, &w.client, b"c");
+    c.resumption = Some(ResumptionConfig::new(rkeys(1)));
+    let mut s = config(&w, &w.server, b"s");
+    s.resumption = Some(ResumptionConfig::new(rkeys(2)));
+    run(c.clone(), s.clone(), ClientOptions::default(), Delivery::Whole).unwrap();
+    let cache = c.resumption.as_ref().unwrap().client_cache.clone();
+    let store = s.resumption.as_ref().unwrap().server_store.clone();
+    assert_eq!((cache.total_len(), cache.len("")), (1, 1));
+    assert_eq!(store.total_len(), 1);
+    cache.clear();
+    store.clear();
+    assert!(cache.is_empty() && store.is_empty());
+    let (co, _) = run(c, s, ClientOptions::default(), Delivery::Whole).unwrap();
+    assert_eq!(co.resumption, Resumption::NotAttempted);
 }

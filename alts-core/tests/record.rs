@@ -1,4 +1,5 @@
-//! Record-layer tests: known-answer vectors (GRPC-ALTS-FACTS §3), rekeying,
+//! Record-layer tests: known-answer vectors (from the public gRPC test suite),
+//! rekeying,
 //! direction bit, refusals, chunked decoding, counter overflow, GMAC and plain
 //! GCM.
 
@@ -40,7 +41,7 @@ fn open_all(opener: &mut Opener, input: &mut BytesMut) -> Result<Vec<Vec<u8>>, R
     Ok(v)
 }
 
-// ---------- known-answer vectors (GRPC-ALTS-FACTS §3) ----------
+// ---------- known-answer vectors (ALTSRP_GCM_AES128_REKEY, public gRPC test suite) ----------
 
 struct Kat {
     key: &'static str,

@@ -2,7 +2,8 @@
 //! `grpc.gcp.HandshakerService`, so a stock gRPC peer using this service and
 //! a native tonic-alts peer put the same bytes on the wire.
 //!
-//! Mapping of the stock requests (GRPC-ALTS-FACTS §5):
+//! Mapping of the stock `grpc.gcp` handshaker requests (`client_start`,
+//! `server_start`, `next`):
 //! - `ClientStart.target_identities` → [`ClientOptions::target_identities`]
 //!   (empty = any server the policy allows). `target_name` is the dial
 //!   target (`host:port`), **not** an identity, so it is never used for the

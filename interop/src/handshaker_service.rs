@@ -1,8 +1,12 @@
 //! `grpc.gcp.HandshakerService/DoHandshake` over a sans-IO [`HandshakeEngine`].
 //!
 //! Stock gRPC stacks (C-core/grpcio, grpc-go, grpc-java) delegate the ALTS
-//! handshake to this service and only relay bytes between it and the TCP
-//! peer (GRPC-ALTS-FACTS §5). This module implements the service protocol;
+//! handshake to this service over one bidirectional `DoHandshake` stream per
+//! connection and only relay bytes between it and the TCP peer: the client
+//! sends `client_start`, the server `server_start` with the bytes read so
+//! far, then each further read goes in a `next` request; the service answers
+//! with `out_frames` to write, `bytes_consumed` and finally a `result` (or a
+//! failure `status`). This module implements the service protocol;
 //! the handshake itself comes from an [`EngineFactory`].
 //!
 //! Protocol rules implemented here:

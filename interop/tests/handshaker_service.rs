@@ -1,4 +1,6 @@
-//! The `grpc.gcp.HandshakerService` protocol rules (GRPC-ALTS-FACTS §5),
+//! The `grpc.gcp.HandshakerService` protocol rules (one response per
+//! request, exact `bytes_consumed`, the result then an OK end of stream,
+//! in-band failure status, misuse refused),
 //! driven in process through a real tonic client, with the INSECURE null
 //! engine standing in for the real handshake.
 

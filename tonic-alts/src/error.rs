@@ -244,7 +244,7 @@ fn handshake_kind(h: &HandshakeError) -> AltsErrorKind {
         | HandshakeError::NotOffered { .. }
         | HandshakeError::PfsRequired
         | HandshakeError::KciRequired => K::Negotiation,
-        HandshakeError::PeerAlert(_) => K::RefusedByPeer,
+        HandshakeError::PeerAlert(_) | HandshakeError::PeerRefused { .. } => K::RefusedByPeer,
         HandshakeError::LocalCredentials(_) | HandshakeError::Crypto(_) => K::Internal,
         _ => K::Protocol,
     }

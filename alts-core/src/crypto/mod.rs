@@ -184,7 +184,8 @@ impl fmt::Debug for StaticKeyPair {
 /// Results of static-static X25519 with peers' certified keys, for one
 /// static key pair. The result for a given peer key never changes, so a
 /// repeated full handshake with the same peer certificate needs no scalar
-/// multiplication. Bounded (oldest evicted); values zeroized when dropped.
+/// multiplication. Bounded (oldest evicted; capacity 0 keeps nothing);
+/// values zeroized when dropped.
 /// It holds nothing an attacker with our static private key could not
 /// compute, and lives no longer than that key's credentials.
 pub(crate) struct StaticDhCache {
@@ -211,6 +212,9 @@ impl StaticDhCache {
         key: &StaticKeyPair,
         peer: &[u8; X25519_LEN],
     ) -> Result<SharedSecret, CryptoError> {
+        if self.capacity == 0 {
+            return key.agree(peer);
+        }
         if let Ok(guard) = self.inner.lock()
             && let Some(v) = guard.0.get(peer)
         {
@@ -222,7 +226,7 @@ impl StaticDhCache {
             <[u8; X25519_LEN]>::try_from(shared.secret_bytes()),
         ) {
             let (map, order) = &mut *guard;
-            while map.len() >= self.capacity.max(1) {
+            while map.len() >= self.capacity {
                 match order.pop_front() {
                     Some(old) => {
                         map.remove(&old);
@@ -248,6 +252,35 @@ impl StaticDhCache {
     /// Number of cached peers.
     pub(crate) fn len(&self) -> usize {
         self.inner.lock().map(|g| g.0.len()).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn static_dh_cache_bounds_and_zero_capacity() {
+        let rng = DeterministicRandom::new(b"dh cache");
+        let ours = StaticKeyPair::generate(&rng).unwrap();
+        let peers: Vec<[u8; 32]> = (0..3)
+            .map(|_| *StaticKeyPair::generate(&rng).unwrap().public_key())
+            .collect();
+        let two = StaticDhCache::new(2);
+        let off = StaticDhCache::new(0);
+        for p in &peers {
+            let fresh = ours.agree(p).unwrap();
+            for cache in [&two, &off] {
+                for _ in 0..2 {
+                    let got = cache.agree(&ours, p).unwrap();
+                    assert_eq!(got.secret_bytes(), fresh.secret_bytes());
+                }
+            }
+        }
+        assert_eq!(two.len(), 2);
+        assert_eq!(off.len(), 0);
+        two.clear();
+        assert_eq!(two.len(), 0);
     }
 }
 

@@ -6,7 +6,7 @@
 use alts_proto::alts_v1::{ClientInit, HandshakeMessage, ResumptionTicket, ServerInit, handshake_message};
 use prost::Message;
 
-use super::HandshakeError;
+use super::{AlertCode, HandshakeError};
 
 /// Largest handshake message accepted (the body, without the 4-byte length).
 pub const MAX_HANDSHAKE_MESSAGE: usize = 32 * 1024;
@@ -102,13 +102,11 @@ pub(crate) fn decode(framed: &[u8]) -> Result<handshake_message::Msg, HandshakeE
     }
     let msg = decoded.msg.ok_or(HandshakeError::Malformed("empty message"))?;
     if let handshake_message::Msg::Alert(a) = msg {
-        let text: String = a
-            .message
-            .chars()
-            .filter(|c| !c.is_control())
-            .take(MAX_ALERT)
-            .collect();
-        return Err(HandshakeError::PeerAlert(text));
+        let code = AlertCode::from_u32(a.code);
+        return Err(HandshakeError::PeerRefused {
+            code,
+            message: super::alert::sanitize_received(code, &a.message),
+        });
     }
     Ok(msg)
 }

@@ -1,5 +1,9 @@
-//! The ALTS handshake as sans-IO state machines (ALTS-NOTES §5–§6; the full
-//! description with every label is in `alts-core/HANDSHAKE.md`).
+//! The ALTS handshake as sans-IO state machines: mutual authentication by
+//! handshake certificate, static X25519 between the certified keys (optionally
+//! ephemeral X25519 for forward secrecy), HKDF-SHA256 over the transcript into
+//! the record secret `M`, the resumption secret `R` and the authenticator
+//! secret `A`, and Finished MACs with `A`. The full description with every
+//! label is in `alts-core/HANDSHAKE.md`.
 //!
 //! ```text
 //! client                                         server
@@ -17,6 +21,7 @@
 //! with [`Handshake::poll_output`], and once [`Handshake::is_done`], take the
 //! [`HandshakeOutcome`]. After an error every call returns that error.
 
+mod alert;
 mod client;
 mod key_schedule;
 mod messages;
@@ -27,6 +32,7 @@ use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
+pub use alert::AlertCode;
 pub use client::ClientHandshake;
 pub use key_schedule::{
     LABEL_AUTHENTICATOR, LABEL_CLIENT_FINISHED, LABEL_RECORD, LABEL_RESUMPTION_CLIENT_TICKET,
@@ -146,54 +152,85 @@ pub enum HandshakeError {
     /// The handshake is finished and expects no more input.
     #[error("handshake already complete")]
     AlreadyComplete,
-    /// The peer refused the handshake and said why.
+    /// The peer refused the handshake and said why. No longer produced:
+    /// received alerts are reported as [`HandshakeError::PeerRefused`].
+    #[deprecated(note = "received alerts are reported as `HandshakeError::PeerRefused`")]
     #[error("peer refused the handshake: {0}")]
     PeerAlert(String),
+    /// The peer refused the handshake with an alert. Alerts carry a code and
+    /// a generic text, not the peer's detailed reason (which stays in the
+    /// peer's own logs).
+    #[error("peer refused the handshake: {message} (alert code {})", code.as_u32())]
+    PeerRefused {
+        /// The alert's code.
+        code: AlertCode,
+        /// The alert's text: control and invisible formatting characters
+        /// removed, at most 256 bytes, the code's generic text when the peer
+        /// sent none.
+        message: String,
+    },
 }
 
 impl HandshakeError {
-    /// A stable number for the kind of failure, sent in alerts.
+    /// A stable number for the kind of failure, sent in alerts: the number of
+    /// [`HandshakeError::alert_code`].
     pub fn code(&self) -> u32 {
+        self.alert_code().as_u32()
+    }
+
+    /// The kind of failure as sent in alerts. For
+    /// [`HandshakeError::PeerRefused`] it is the code the peer sent; for the
+    /// other errors that send no alert (a received alert, a call after
+    /// completion) it is [`AlertCode::Internal`].
+    #[allow(deprecated)] // `PeerAlert` is still matched.
+    pub fn alert_code(&self) -> AlertCode {
         match self {
-            Self::Malformed(_) | Self::MessageTooLarge { .. } | Self::UnexpectedMessage { .. } => 1,
-            Self::UnsupportedVersion(_) => 2,
-            Self::PeerCert(_) => 3,
+            Self::Malformed(_) | Self::MessageTooLarge { .. } | Self::UnexpectedMessage { .. } => {
+                AlertCode::Malformed
+            }
+            Self::UnsupportedVersion(_) => AlertCode::UnsupportedVersion,
+            Self::PeerCert(_) => AlertCode::CertificateNotAccepted,
             Self::NoCommonCipher { .. }
             | Self::NoCommonRecordProtocol { .. }
             | Self::NoCommonApplicationProtocol { .. }
             | Self::NoCommonRpcVersion
             | Self::NotOffered { .. }
             | Self::PfsRequired
-            | Self::KciRequired => 4,
-            Self::TargetIdentityMismatch { .. } | Self::ClientRefused { .. } => 5,
-            Self::BadResumption(_) | Self::BadFinished(_) => 6,
-            Self::LocalCredentials(_) | Self::Crypto(_) | Self::AlreadyComplete | Self::PeerAlert(_) => 7,
+            | Self::KciRequired => AlertCode::NoCommonParameters,
+            Self::TargetIdentityMismatch { .. } | Self::ClientRefused { .. } => AlertCode::NotAuthorized,
+            Self::BadResumption(_) | Self::BadFinished(_) => AlertCode::VerificationFailed,
+            Self::PeerRefused { code, .. } => *code,
+            Self::LocalCredentials(_) | Self::Crypto(_) | Self::AlreadyComplete | Self::PeerAlert(_) => {
+                AlertCode::Internal
+            }
         }
     }
 
-    /// The alert to send the peer for this failure (none for an alert received).
+    /// The alert to send the peer for this failure (none for an alert
+    /// received). It carries only the code and the code's generic text: the
+    /// peer is not authenticated (or not authorized), so it learns nothing
+    /// about our policy, revocation list, targets or offered lists. The
+    /// detail stays in this error, for the local side's logs.
+    #[allow(deprecated)] // `PeerAlert` is still matched.
     pub(crate) fn alert(&self) -> Option<Vec<u8>> {
-        if matches!(self, Self::PeerAlert(_) | Self::AlreadyComplete) {
+        if matches!(
+            self,
+            Self::PeerAlert(_) | Self::PeerRefused { .. } | Self::AlreadyComplete
+        ) {
             return None;
         }
-        let mut message = self.to_string();
-        if message.len() > messages::MAX_ALERT {
-            let mut cut = messages::MAX_ALERT;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-        }
+        let code = self.alert_code();
         Some(messages::frame(
             alts_proto::alts_v1::handshake_message::Msg::Alert(alts_proto::alts_v1::Alert {
-                code: self.code(),
-                message,
+                code: code.as_u32(),
+                message: code.to_string(),
             }),
         ))
     }
 }
 
-/// An RPC protocol version (GRPC-ALTS-FACTS §7).
+/// An RPC protocol version. Versions compare by major, then minor; each side
+/// advertises a range and the highest version inside both is negotiated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RpcVersion {
     /// Major version.

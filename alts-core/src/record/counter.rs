@@ -1,4 +1,6 @@
-//! The 12-byte little-endian record counter (GRPC-ALTS-FACTS §2).
+//! The 12-byte little-endian record counter. Records the server sends have
+//! the top bit of the last byte set; only the low 8 bytes (REKEY protocols) or 5 bytes
+//! (plain GCM) count, and an overflow invalidates the counter for good.
 //!
 //! The counter is never sent on the wire: each side keeps its own expected
 //! value for each direction, so a replayed, reordered or dropped record is

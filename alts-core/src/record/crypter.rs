@@ -1,4 +1,5 @@
-//! The AEAD side of the record protocols (GRPC-ALTS-FACTS §3, §4), on `ring`.
+//! The AEAD side of the record protocols, on `ring`, byte-compatible with the
+//! ones stock gRPC ships.
 //!
 //! - `ALTSRP_GCM_AES128_REKEY`: `key_data = K (32 B) ‖ M (12 B)`. For the
 //!   counter `c`, the AES-128 key is `HMAC-SHA256(K, c[2..8] ‖ 0x01)[..16]`

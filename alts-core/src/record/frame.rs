@@ -1,4 +1,4 @@
-//! ALTS record framing (GRPC-ALTS-FACTS §1):
+//! ALTS record framing, as stock gRPC writes it:
 //!
 //! ```text
 //! u32 LE  length  = 4 (type) + len(payload) + 16 (tag)   (does not count itself)

@@ -1,5 +1,6 @@
-//! The ALTS record protocol, byte-compatible with stock gRPC
-//! (GRPC-ALTS-FACTS §1–§4, ALTS-NOTES §7).
+//! The ALTS record protocol, byte-compatible with the one stock gRPC ships
+//! (`ALTSRP_GCM_AES128_REKEY`, `ALTSRP_GCM_AES128`), plus the
+//! integrity-only `ALTSRP_GMAC_AES128_REKEY`.
 //!
 //! [`new_record_layer`] turns the negotiated [`RecordProtocol`] and the
 //! handshake's key data into a [`Sealer`] (our records out) and an [`Opener`]
