@@ -7,6 +7,7 @@
 
 pub mod authz;
 pub mod balance;
+#[allow(deprecated)] // still names the issuance policy by its old name, `Policy`
 mod config;
 mod connect_info;
 mod connector;
