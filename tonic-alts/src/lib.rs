@@ -19,7 +19,10 @@ mod peer;
 mod stream;
 
 pub use alts_core;
-pub use authz::{AltsAuthzLayer, Authorizer, AuthzPolicy, authz_interceptor};
+#[allow(deprecated)]
+pub use authz::{
+    AltsAuthzLayer, Authorizer, AuthzInterceptor, AuthzPolicy, RpcAuthzPolicy, authz_interceptor,
+};
 pub use balance::{BalancedChannel, balance_list};
 pub use config::{AltsConfig, CredentialFiles, DEFAULT_HANDSHAKE_TIMEOUT};
 pub use connect_info::{AltsConnectInfo, AltsRequestExt};
