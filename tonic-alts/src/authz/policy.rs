@@ -855,7 +855,7 @@ impl RpcAuthzPolicy {
         };
         let identity = peer.identity.as_str();
         match &self.rules {
-            Rules::Toml(p) => p.evaluate(peer, identity, m),
+            Rules::Toml(p) => p.evaluate(peer_category(peer), identity, m),
             Rules::A43(p) => p.evaluate(identity, m, headers),
         }
     }
@@ -869,7 +869,7 @@ fn rule_label(index: usize, line: Option<usize>) -> String {
 }
 
 impl TomlPolicy {
-    fn evaluate(&self, peer: &AltsPeer, identity: &str, method: &str) -> Result<(), String> {
+    fn evaluate(&self, category: Option<Category>, identity: &str, method: &str) -> Result<(), String> {
         let Some((i, rule)) = self
             .rules
             .iter()
@@ -888,7 +888,7 @@ impl TomlPolicy {
             ));
         }
         if !rule.categories.is_empty() {
-            match peer_category(peer) {
+            match category {
                 Some(c) if rule.categories.contains(&c) => {}
                 Some(c) => return Err(format!("{label}: category {c} is not allowed")),
                 None => return Err(format!("{label}: the peer's category is unknown")),
@@ -978,6 +978,34 @@ mod tests {
         ] {
             assert!(MethodPattern::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn category_rules_refuse_unknown_categories() {
+        let Rules::Toml(p) = RpcAuthzPolicy::from_toml_str(
+            "[[rule]]\nmethods = [\"*\"]\nallow = [\"*\"]\ncategories = [\"workload\"]\n\
+             [[rule]]\nmethods = [\"*\"]\nallow = [\"*\"]\n",
+        )
+        .unwrap()
+        .rules
+        else {
+            unreachable!()
+        };
+        assert!(p.evaluate(Some(Category::Workload), "a", "/a.B/C").is_ok());
+        assert!(p.evaluate(Some(Category::Person), "a", "/a.B/C").is_err());
+        let why = p.evaluate(None, "a", "/a.B/C").unwrap_err();
+        assert!(why.contains("unknown"), "{why}");
+        // Without `categories`, an unknown category is no obstacle.
+        let Rules::Toml(open) =
+            RpcAuthzPolicy::from_toml_str("[[rule]]\nmethods = [\"*\"]\nallow = [\"*\"]\n")
+                .unwrap()
+                .rules
+        else {
+            unreachable!()
+        };
+        assert!(open.evaluate(None, "a", "/a.B/C").is_ok());
+        // An empty identity matches no identity pattern, not even `*`.
+        assert!(open.evaluate(None, "", "/a.B/C").is_err());
     }
 
     #[test]
