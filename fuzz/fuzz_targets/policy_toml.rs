@@ -1,7 +1,8 @@
-//! Policy files: arbitrary UTF-8 into `alts_core::policy::IssuancePolicy::from_toml`
-//! and `tonic_alts::AuthzPolicy::from_toml`. A policy that parses is then
-//! consulted for a few fixed (issuer, category, identity) triples, which
-//! must not panic.
+//! Policy files: arbitrary UTF-8 into the issuance policy
+//! (`alts_core::policy::IssuancePolicy::from_toml`) and the RPC authorization
+//! policy (`tonic_alts::RpcAuthzPolicy::from_toml_str` and `from_json_str`).
+//! An issuance policy that parses is then consulted for a few fixed (issuer,
+//! category, identity) triples, which must not panic.
 #![no_main]
 
 use alts_core::cert::Category;
@@ -22,5 +23,6 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-    let _ = tonic_alts::AuthzPolicy::from_toml(s);
+    let _ = tonic_alts::RpcAuthzPolicy::from_toml_str(s);
+    let _ = tonic_alts::RpcAuthzPolicy::from_json_str(s);
 });

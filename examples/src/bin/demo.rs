@@ -16,7 +16,7 @@ use alts_examples::echo::echo_server::EchoServer;
 use alts_examples::{EchoService, Pki};
 use tokio::io::AsyncWriteExt;
 use tonic::transport::{Endpoint, Server};
-use tonic_alts::{AltsAuthzLayer, AltsConfig, AltsConnector, AltsIncoming, AuthzPolicy};
+use tonic_alts::{AltsAuthzLayer, AltsConfig, AltsConnector, AltsIncoming, RpcAuthzPolicy};
 
 const AUTHZ: &str = r#"
 # Production: no *-dev identity may call anything.
@@ -90,7 +90,7 @@ async fn main() -> anyhow::Result<()> {
         .with(|c| c.resumption = Some(resumption().expect("rng")));
     let incoming = AltsIncoming::bind("127.0.0.1:0", server_cfg).await?;
     let addr = incoming.local_addr();
-    let authz = AltsAuthzLayer::from_policy(AuthzPolicy::from_toml(AUTHZ)?);
+    let authz = AltsAuthzLayer::from_policy(RpcAuthzPolicy::from_toml_str(AUTHZ)?);
     tokio::spawn(
         Server::builder()
             .layer(authz)
