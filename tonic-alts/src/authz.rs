@@ -325,6 +325,15 @@ impl Authorizer {
         }
     }
 
+    /// Whether decisions may depend on request headers (A43 `headers`).
+    fn uses_headers(&self) -> bool {
+        match &self.0 {
+            Kind::Method(_) | Kind::ServiceWide(_) | Kind::Identities(_) => false,
+            Kind::Policy(p) => p.uses_headers(),
+            Kind::Reloading(p) => p.load().uses_headers(),
+        }
+    }
+
     fn describe(&self) -> &'static str {
         match &self.0 {
             Kind::Method(_) => "an Authorizer::from_fn closure",
@@ -696,7 +705,12 @@ impl tonic::service::Interceptor for AuthzInterceptor {
             tracing::info!(peer = ?peer.as_ref().map(|p| &p.identity), "RPC denied: method-scoped authorizer in an interceptor");
             return Err(denied());
         }
-        let headers = req.metadata().clone().into_headers();
+        // Copied only for policies that look at headers.
+        let headers = if self.authorizer.uses_headers() {
+            req.metadata().clone().into_headers()
+        } else {
+            http::HeaderMap::new()
+        };
         self.authorizer
             .decide(peer.as_deref(), Method::Unknown, &headers)?;
         Ok(req)
@@ -713,13 +727,10 @@ pub fn authz_interceptor(
     authorizer: Authorizer,
 ) -> impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, Status> + Clone {
     if authorizer.is_method_scoped() {
-        tracing::error!(
-            "{}",
-            AuthzError::MethodScoped {
-                what: authorizer.describe().to_owned()
-            }
-        );
-        tracing::error!("this authz_interceptor denies every call");
+        let problem = AuthzError::MethodScoped {
+            what: authorizer.describe().to_owned(),
+        };
+        tracing::error!(error = %problem, "authz_interceptor denies every call");
     }
     let mut interceptor = AuthzInterceptor::unchecked(authorizer);
     interceptor.refused_scoped.store(true, Ordering::Relaxed);

@@ -601,3 +601,23 @@ async fn reload_polls_and_stops_when_the_handle_drops() {
     );
     assert!(ask(&a, "c-prod", ECHO).is_err());
 }
+
+#[test]
+fn interceptor_matches_a43_headers_from_metadata() {
+    let p = RpcAuthzPolicy::from_json_str(
+        r#"{"name": "t", "allow_rules": [{"name": "acme",
+            "source": {"principals": ["frontend-prod"]},
+            "request": {"headers": [{"key": "x-tenant", "values": ["acme"]}]}}]}"#,
+    )
+    .unwrap();
+    let mut i = AuthzInterceptor::new(Authorizer::from_policy(p)).expect("no paths: service-wide");
+    let with_tenant = |who: &str, tenant: &'static str| {
+        let mut r = request_from(Some(who));
+        r.metadata_mut().insert("x-tenant", tenant.parse().unwrap());
+        r
+    };
+    assert!(i.call(with_tenant("frontend-prod", "acme")).is_ok());
+    assert_generic(&i.call(with_tenant("frontend-prod", "other")).unwrap_err());
+    assert_generic(&i.call(with_tenant("frontend-dev", "acme")).unwrap_err());
+    assert_generic(&i.call(request_from(Some("frontend-prod"))).unwrap_err());
+}

@@ -823,6 +823,14 @@ impl RpcAuthzPolicy {
         }
     }
 
+    /// Whether some rule looks at request headers.
+    pub(crate) fn uses_headers(&self) -> bool {
+        match &self.rules {
+            Rules::Toml(_) => false,
+            Rules::A43(p) => p.deny.iter().chain(&p.allow).any(|r| !r.headers.is_empty()),
+        }
+    }
+
     /// Decides one call without request headers (TOML policies never look
     /// at headers; A43 rules with `headers` do not match). `Err` carries the
     /// reason, for logs only: never send it to the caller.
