@@ -23,7 +23,7 @@ use alts_core::cert::{
 };
 use alts_core::crl::{CrlError, MAX_CRL_LEN, RevocationList};
 use alts_core::crypto::StaticKeyPair;
-use alts_core::policy::{MAX_POLICY_LEN, Policy, PolicyError};
+use alts_core::policy::{IssuancePolicy, MAX_POLICY_LEN, PolicyError};
 use zeroize::Zeroizing;
 
 /// The CA's private signing key.
@@ -235,13 +235,13 @@ pub fn load_root(path: &Path) -> Result<RootKey, FileError> {
 }
 
 /// Loads a TOML policy (see `alts_core::policy`).
-pub fn load_policy(path: &Path) -> Result<Policy, FileError> {
+pub fn load_policy(path: &Path) -> Result<IssuancePolicy, FileError> {
     let bytes = read_capped(path, MAX_POLICY_LEN)?;
     let text = String::from_utf8(bytes).map_err(|_| FileError::Invalid {
         path: path.to_owned(),
         what: "policy is not UTF-8 text".into(),
     })?;
-    Policy::from_toml(&text).map_err(|source| FileError::Policy {
+    IssuancePolicy::from_toml(&text).map_err(|source| FileError::Policy {
         path: path.to_owned(),
         source,
     })

@@ -33,7 +33,7 @@ use alts_core::cert::{
 };
 use alts_core::crl::{MAX_CRL_LEN, RevocationListBuilder, RevocationListInfo};
 use alts_core::crypto::{RingRandom, StaticKeyPair};
-use alts_core::policy::Policy;
+use alts_core::policy::IssuancePolicy;
 use alts_core::verify::Verifier;
 use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
@@ -396,7 +396,7 @@ fn issue_handshake_cmd(
     let (pkey, pcert, root) = files::load_principal(dir)?;
     let now = now();
     // The principal must verify against its root (no policy here).
-    let check = Verifier::new(root.clone(), Arc::new(Policy::allow_all_for_tests()));
+    let check = Verifier::new(root.clone(), Arc::new(IssuancePolicy::allow_all_for_tests()));
     let principal = check
         .verify_principal_cert(&pcert, now)
         .map_err(|e| {
@@ -643,7 +643,7 @@ fn verify(
     }
     let effective = policy
         .clone()
-        .unwrap_or_else(|| Arc::new(Policy::allow_all_for_tests()));
+        .unwrap_or_else(|| Arc::new(IssuancePolicy::allow_all_for_tests()));
     let mut verifier = Verifier::new(root, effective.clone());
     if let Some(c) = &crl {
         verifier = verifier.with_crl(c.clone());

@@ -144,7 +144,7 @@ pub enum CertError {
         /// The revoked ID.
         id: u64,
     },
-    /// The policy refuses the (issuer, category, identity).
+    /// The issuance policy refuses the (issuer, category, identity).
     #[error("policy: {0}")]
     Policy(#[from] PolicyDenied),
     /// A private key does not match the public key in a certificate.

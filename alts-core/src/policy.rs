@@ -1,7 +1,11 @@
-//! The issuance policy (ALTS-NOTES §3): which **issuers** may issue which
-//! **categories** of certificates for which **identities**. Enforced at
-//! verification time, so a test cluster can run a laxer policy than
-//! production.
+//! The issuance policy: which **issuers** may issue which **categories** of
+//! certificates for which **identities**. Enforced at verification time, so a
+//! test cluster can run a laxer issuance policy than production.
+//!
+//! The issuance policy decides which certificates are acceptable during the
+//! handshake. It is distinct from the RPC authorization policy of
+//! `tonic-alts` (`RpcAuthzPolicy`), which decides which authenticated peers
+//! may call which methods; both use the same [`Pattern`] grammar.
 //!
 //! # TOML format
 //! ```toml
@@ -45,12 +49,12 @@ use serde::Deserialize;
 
 use crate::cert::{Category, MAX_NAME_LEN};
 
-/// Maximum size of a policy document.
+/// Maximum size of an issuance policy document.
 pub const MAX_POLICY_LEN: usize = 1024 * 1024;
 /// Maximum number of `[[rule]]` plus `[[reserved]]` entries.
 pub const MAX_POLICY_ENTRIES: usize = 10_000;
 
-/// A policy document could not be loaded.
+/// An issuance policy document could not be loaded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PolicyError {
@@ -159,14 +163,20 @@ pub struct Reserved {
     pub issuers: Vec<Pattern>,
 }
 
-/// A loaded policy. Default deny.
+/// A loaded issuance policy. Default deny.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub struct Policy {
+pub struct IssuancePolicy {
     rules: Vec<Rule>,
     reserved: Vec<Reserved>,
 }
 
-/// Proof that the policy allowed a certificate.
+/// The old name of [`IssuancePolicy`].
+#[deprecated(
+    note = "renamed to `IssuancePolicy` (the issuance policy, as opposed to an RPC authorization policy)"
+)]
+pub type Policy = IssuancePolicy;
+
+/// Proof that the issuance policy allowed a certificate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PolicyAllowed {
     rule: usize,
@@ -179,7 +189,7 @@ impl PolicyAllowed {
     }
 }
 
-/// Why the policy refused a certificate.
+/// Why the issuance policy refused a certificate.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PolicyDenied {
@@ -250,7 +260,7 @@ fn patterns(list: &[String], index: usize, field: &'static str) -> Result<Vec<Pa
     list.iter().map(|s| Pattern::parse(s)).collect()
 }
 
-impl Policy {
+impl IssuancePolicy {
     /// Parses the TOML format described in the module docs.
     pub fn from_toml(s: &str) -> Result<Self, PolicyError> {
         if s.len() > MAX_POLICY_LEN {
@@ -290,7 +300,7 @@ impl Policy {
         Ok(Self { rules, reserved })
     }
 
-    /// A policy from rules and reserved entries built in code.
+    /// An issuance policy from rules and reserved entries built in code.
     pub fn from_rules(rules: Vec<Rule>, reserved: Vec<Reserved>) -> Self {
         Self { rules, reserved }
     }
@@ -298,17 +308,20 @@ impl Policy {
     /// Accepts every issuer for every category and identity: the chain,
     /// validity and revocation checks still apply, the issuer check does not.
     ///
-    /// This switches off the check that stops the Mallory attack
-    /// (ALTS-NOTES §3); use it only where every RPC is authorized by
-    /// identity anyway and every principal under the root is trusted.
+    /// This switches off the check that stops a rogue issuer from issuing a
+    /// certificate for an identity it does not own (for example a
+    /// `network-admin` certificate requested by an ordinary workload); use it
+    /// only where every RPC is authorized by identity anyway and every
+    /// principal under the root is trusted.
     pub fn accept_any_issuer() -> Self {
         Self::allow_all_for_tests()
     }
 
     /// Allows every issuer to issue every category for every identity.
     ///
-    /// **Never use this in production**: it disables the policy check that
-    /// stops the Mallory attack (ALTS-NOTES §3). For tests only.
+    /// **Never use this in production**: it disables the issuance policy
+    /// check that stops a rogue issuer from issuing certificates for
+    /// identities it does not own. For tests only.
     pub fn allow_all_for_tests() -> Self {
         Self {
             rules: vec![Rule {
@@ -399,17 +412,17 @@ mod tests {
 
     #[test]
     fn unknown_keys_rejected() {
-        let e = Policy::from_toml(
+        let e = IssuancePolicy::from_toml(
             "[[rule]]\nissuer='a'\ncategories=['person']\nidentities=['*']\nidentity='x'\n",
         );
         assert!(matches!(e, Err(PolicyError::Toml(_))));
-        let e = Policy::from_toml("[[rule]]\nissuer='a'\ncategories=['robot']\nidentities=['*']\n");
+        let e = IssuancePolicy::from_toml("[[rule]]\nissuer='a'\ncategories=['robot']\nidentities=['*']\n");
         assert!(matches!(e, Err(PolicyError::Toml(_))));
     }
 
     #[test]
     fn empty_policy_denies() {
-        let p = Policy::from_toml("").unwrap();
+        let p = IssuancePolicy::from_toml("").unwrap();
         assert!(matches!(
             p.check("ca", Category::Person, "alice"),
             Err(PolicyDenied::UnknownIssuer { .. })

@@ -15,7 +15,7 @@ use crate::UnixTime;
 use crate::cert::{self, Category, HandshakeParams, LocalCredentials, PrincipalParams, RootKey, SigningKey};
 use crate::crypto::{CryptoProvider, DeterministicRandom, SecureRandom, StaticKeyPair, X25519};
 use crate::handshake::{Handshake, HandshakeError, HandshakeOutcome};
-use crate::policy::Policy;
+use crate::policy::IssuancePolicy;
 use crate::verify::Verifier;
 
 /// A fixed "now" for deterministic tests (2026-01-01T00:00:00Z).
@@ -133,7 +133,7 @@ impl TestPki {
     }
 
     /// A verifier trusting this PKI with `policy`.
-    pub fn verifier(&self, policy: Policy) -> Arc<Verifier> {
+    pub fn verifier(&self, policy: IssuancePolicy) -> Arc<Verifier> {
         Arc::new(Verifier::new(self.root.clone(), Arc::new(policy)))
     }
 }
@@ -222,8 +222,8 @@ impl BenchPair {
         let pki = TestPki::new(b"bench");
         let c = pki.issue("frontend-prod", Category::Workload, "scheduler");
         let s = pki.issue("backend-prod", Category::Workload, "scheduler");
-        let cv = pki.verifier(Policy::allow_all_for_tests());
-        let sv = pki.verifier(Policy::allow_all_for_tests());
+        let cv = pki.verifier(IssuancePolicy::allow_all_for_tests());
+        let sv = pki.verifier(IssuancePolicy::allow_all_for_tests());
         let mut cc = HandshakeConfig::new(c.credentials, cv.clone(), crate::crypto::default_provider());
         let mut sc = HandshakeConfig::new(s.credentials, sv.clone(), crate::crypto::default_provider());
         if resume {

@@ -1,14 +1,14 @@
 //! Verification of a peer's handshake certificate: sizes,
 //! decoding, root → principal → handshake signatures, validity windows (with
 //! a clock-skew allowance), the revocation list for both certificates, then
-//! the policy. The result is a [`VerifiedPeer`] or a [`CertError`] naming the
+//! the issuance policy. The result is a [`VerifiedPeer`] or a [`CertError`] naming the
 //! exact failing check.
 //!
 //! Two bounded caches (FIFO eviction) skip repeated signature checks:
 //! verified principal certificates by a digest of their encoding, and whole
 //! verified chains by SHA-256 of the exact handshake-certificate bytes, so a
 //! repeated handshake with the same peer certificate checks no signature at
-//! all. Validity, revocation and policy are checked on every call, cache hit
+//! all. Validity, revocation and issuance policy are checked on every call, cache hit
 //! or not.
 
 use std::collections::{HashMap, VecDeque};
@@ -25,7 +25,7 @@ use crate::cert::{
 };
 use crate::crl::RevocationList;
 use crate::crypto::sha256;
-use crate::policy::{Policy, PolicyAllowed};
+use crate::policy::{IssuancePolicy, PolicyAllowed};
 
 /// Default clock-skew allowance, in seconds.
 pub const DEFAULT_CLOCK_SKEW_SECS: i64 = 300;
@@ -60,7 +60,7 @@ pub struct VerifiedPeer {
 pub struct VerifiedPrincipal {
     /// The decoded certificate.
     pub info: PrincipalCertInfo,
-    /// Which policy rule allowed it.
+    /// Which issuance policy rule allowed it.
     pub allowed: PolicyAllowed,
 }
 
@@ -105,12 +105,12 @@ impl<V: Clone> Cache<V> {
     }
 }
 
-/// Verifies peers' certificates against one root key, policy and (optional)
+/// Verifies peers' certificates against one root key, issuance policy and (optional)
 /// revocation list. `Send + Sync`; share it behind an `Arc`.
 pub struct Verifier {
     root: RootKey,
     root_id: [u8; 32],
-    policy: Arc<Policy>,
+    policy: Arc<IssuancePolicy>,
     crl: Option<Arc<RevocationList>>,
     skew: i64,
     cache: Mutex<Cache>,
@@ -118,9 +118,9 @@ pub struct Verifier {
 }
 
 impl Verifier {
-    /// A verifier trusting `root` and enforcing `policy`, with no revocation
+    /// A verifier trusting `root` and enforcing the issuance policy `policy`, with no revocation
     /// list, a 300 s clock skew and a 1024-entry cache.
-    pub fn new(root: RootKey, policy: Arc<Policy>) -> Self {
+    pub fn new(root: RootKey, policy: Arc<IssuancePolicy>) -> Self {
         Self {
             root_id: root.key_id(),
             root,
@@ -138,9 +138,9 @@ impl Verifier {
         self
     }
 
-    /// Replaces the policy (the principal cache is kept: it only caches
+    /// Replaces the issuance policy (the principal cache is kept: it only caches
     /// signature checks).
-    pub fn with_policy(mut self, policy: Arc<Policy>) -> Self {
+    pub fn with_policy(mut self, policy: Arc<IssuancePolicy>) -> Self {
         self.policy = policy;
         self
     }
@@ -171,8 +171,8 @@ impl Verifier {
         &self.root
     }
 
-    /// The policy.
-    pub fn policy(&self) -> &Arc<Policy> {
+    /// The issuance policy.
+    pub fn policy(&self) -> &Arc<IssuancePolicy> {
         &self.policy
     }
 
@@ -236,7 +236,7 @@ impl Verifier {
 
     /// Full check of a peer's serialized handshake certificate: sizes,
     /// decoding, root → principal → handshake signatures, validity (± skew),
-    /// revocation of both certificates, then policy.
+    /// revocation of both certificates, then issuance policy.
     pub fn verify_handshake_cert(&self, cert: &[u8], now: UnixTime) -> Result<VerifiedPeer, CertError> {
         let key = sha256(cert);
         let cached = self.lock_chains().get(&key);
@@ -288,7 +288,7 @@ impl Verifier {
         Ok(hs.info)
     }
     /// Full check of a serialized principal certificate on its own: root key
-    /// id, signature, validity (± skew), revocation, policy.
+    /// id, signature, validity (± skew), revocation, issuance policy.
     pub fn verify_principal_cert(&self, cert: &[u8], now: UnixTime) -> Result<VerifiedPrincipal, CertError> {
         let p = ParsedPrincipal::parse(cert)?;
         self.verify_principal_signature(&p)?;
@@ -300,7 +300,7 @@ impl Verifier {
     }
 
     /// Re-checks an already verified peer (for resumption, no signatures):
-    /// expiry (± skew), revocation of both IDs, and policy.
+    /// expiry (± skew), revocation of both IDs, and issuance policy.
     pub fn recheck(&self, peer: &VerifiedPeer, now: UnixTime) -> Result<(), CertError> {
         check_expiry("peer", peer.not_after, now, self.skew)?;
         self.check_revoked("principal", peer.principal_revocation_id)?;

@@ -10,7 +10,7 @@ use alts_core::cert::{
 };
 use alts_core::crl::{CrlError, RevocationList};
 use alts_core::crypto::{DeterministicRandom, StaticKeyPair};
-use alts_core::policy::{Policy, PolicyDenied};
+use alts_core::policy::{IssuancePolicy, PolicyDenied};
 use alts_core::verify::{CertError, VerifiedPeer, Verifier};
 use alts_proto::alts_v1 as pb;
 use prost::Message;
@@ -105,7 +105,10 @@ impl Pki {
     }
 
     fn verifier(&self, policy: &str) -> Verifier {
-        Verifier::new(self.root.clone(), Arc::new(Policy::from_toml(policy).unwrap()))
+        Verifier::new(
+            self.root.clone(),
+            Arc::new(IssuancePolicy::from_toml(policy).unwrap()),
+        )
     }
 }
 
@@ -562,7 +565,7 @@ fn cache_hit_still_checks_expiry_revocation_and_policy() {
     let v = pki.verifier(PRODUCTION);
     v.verify_handshake_cert(&c.handshake_cert, NOW).unwrap();
     let v = v.with_policy(Arc::new(
-        Policy::from_toml(TEST_CLUSTER.replace("\"*\"", "\"nobody\"").as_str()).unwrap(),
+        IssuancePolicy::from_toml(TEST_CLUSTER.replace("\"*\"", "\"nobody\"").as_str()).unwrap(),
     ));
     assert_eq!(v.cache_len(), 1);
     assert!(matches!(

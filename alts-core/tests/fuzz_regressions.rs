@@ -6,7 +6,7 @@ use alts_core::cert::Category;
 use alts_core::handshake::{
     ClientHandshake, ClientOptions, Handshake, HandshakeConfig, HandshakeError, ServerHandshake,
 };
-use alts_core::policy::Policy;
+use alts_core::policy::IssuancePolicy;
 use alts_core::testing::{Issued, NOW, TestPki, deterministic_provider};
 
 /// Splits a buffer of framed handshake messages into frames.
@@ -48,7 +48,7 @@ fn pair() -> Pair {
     let cfg = |who: &Issued, seed: &[u8]| {
         Arc::new(HandshakeConfig::new(
             who.credentials.clone(),
-            pki.verifier(Policy::allow_all_for_tests()),
+            pki.verifier(IssuancePolicy::allow_all_for_tests()),
             deterministic_provider(seed),
         ))
     };

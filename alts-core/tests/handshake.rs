@@ -9,7 +9,7 @@ use alts_core::handshake::{
     AlertCode, ClientHandshake, ClientOptions, Handshake, HandshakeConfig, HandshakeError, HandshakeOutcome,
     Resumption, ResumptionConfig, ServerHandshake,
 };
-use alts_core::policy::Policy;
+use alts_core::policy::IssuancePolicy;
 use alts_core::record::RecordProtocol;
 use alts_core::resumption::{ResumptionKey, ResumptionKeys};
 use alts_core::testing::{Delivery, Issued, NOW, TestPki, deterministic_provider, drive};
@@ -34,7 +34,7 @@ fn world() -> World {
 fn config(w: &World, who: &Issued, seed: &[u8]) -> HandshakeConfig {
     HandshakeConfig::new(
         who.credentials.clone(),
-        w.pki.verifier(Policy::allow_all_for_tests()),
+        w.pki.verifier(IssuancePolicy::allow_all_for_tests()),
         deterministic_provider(seed),
     )
 }
@@ -303,8 +303,13 @@ fn revoked_and_expired_and_policy_refused_clients() {
     let crl = RevocationList::build_signed([w.client.handshake_revocation_id], &w.pki.root_key, NOW).unwrap();
     let crl = Arc::new(RevocationList::from_signed_bytes(&crl, &w.pki.root).unwrap());
     let mut s = config(&w, &w.server, b"s");
-    s.verifier =
-        Arc::new(Verifier::new(w.pki.root.clone(), Arc::new(Policy::allow_all_for_tests())).with_crl(crl));
+    s.verifier = Arc::new(
+        Verifier::new(
+            w.pki.root.clone(),
+            Arc::new(IssuancePolicy::allow_all_for_tests()),
+        )
+        .with_crl(crl),
+    );
     let err = run(
         config(&w, &w.client, b"c"),
         s,
@@ -343,7 +348,7 @@ fn revoked_and_expired_and_policy_refused_clients() {
     );
 
     // Policy: mallory may not issue network-admin.
-    let policy = Policy::from_toml(
+    let policy = IssuancePolicy::from_toml(
         r#"
         [[rule]]
         issuer = "scheduler"
@@ -803,8 +808,13 @@ fn refused_side_sends_an_alert_the_other_side_reports() {
     let crl = RevocationList::build_signed([w.client.principal_revocation_id], &w.pki.root_key, NOW).unwrap();
     let crl = Arc::new(RevocationList::from_signed_bytes(&crl, &w.pki.root).unwrap());
     let mut s = config(&w, &w.server, b"s");
-    s.verifier =
-        Arc::new(Verifier::new(w.pki.root.clone(), Arc::new(Policy::allow_all_for_tests())).with_crl(crl));
+    s.verifier = Arc::new(
+        Verifier::new(
+            w.pki.root.clone(),
+            Arc::new(IssuancePolicy::allow_all_for_tests()),
+        )
+        .with_crl(crl),
+    );
     let mut client = ClientHandshake::new(
         Arc::new(config(&w, &w.client, b"c")),
         ClientOptions::default(),
@@ -910,7 +920,7 @@ fn alerts_carry_a_code_and_no_detail() {
         Arc::new(RevocationList::from_signed_bytes(&crl, &w.pki.root).unwrap())
     };
     let policy = || {
-        Policy::from_toml(
+        IssuancePolicy::from_toml(
             r#"
             [[rule]]
             issuer = "scheduler"
@@ -954,8 +964,11 @@ fn alerts_carry_a_code_and_no_detail() {
 
     let mut s = config(&w, &w.server, b"s");
     s.verifier = Arc::new(
-        Verifier::new(w.pki.root.clone(), Arc::new(Policy::allow_all_for_tests()))
-            .with_crl(crl_revoking(w.client.handshake_revocation_id)),
+        Verifier::new(
+            w.pki.root.clone(),
+            Arc::new(IssuancePolicy::allow_all_for_tests()),
+        )
+        .with_crl(crl_revoking(w.client.handshake_revocation_id)),
     );
     cases.push((
         "revoked",

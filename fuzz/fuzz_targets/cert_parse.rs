@@ -20,7 +20,7 @@ use alts_core::cert::{
     self, HandshakeCertInfo, HandshakeParams, PrincipalCertInfo, PrincipalParams, RootKey,
 };
 use alts_core::crl::RevocationList;
-use alts_core::policy::Policy;
+use alts_core::policy::IssuancePolicy;
 use alts_core::verify::Verifier;
 use alts_fuzz::arbitrary::Unstructured;
 use alts_fuzz::{NOW, apply_edits, sign, world};
@@ -69,7 +69,7 @@ fn genuine() -> &'static Genuine {
 }
 
 fn verifier() -> Verifier {
-    Verifier::new(world().pki.root.clone(), Arc::new(Policy::allow_all_for_tests()))
+    Verifier::new(world().pki.root.clone(), Arc::new(IssuancePolicy::allow_all_for_tests()))
         .with_crl(Arc::new(RevocationList::from_ids(REVOKED, NOW)))
 }
 

@@ -1,16 +1,17 @@
-//! Policy files: arbitrary UTF-8 into `alts_core::policy::Policy::from_toml`
-//! and `tonic_alts::AuthzPolicy::from_toml`. A policy that parses is then
-//! consulted for a few fixed (issuer, category, identity) triples, which
-//! must not panic.
+//! Policy files: arbitrary UTF-8 into the issuance policy
+//! (`alts_core::policy::IssuancePolicy::from_toml`) and the RPC authorization
+//! policy (`tonic_alts::RpcAuthzPolicy::from_toml_str` and `from_json_str`).
+//! An issuance policy that parses is then consulted for a few fixed (issuer,
+//! category, identity) triples, which must not panic.
 #![no_main]
 
 use alts_core::cert::Category;
-use alts_core::policy::Policy;
+use alts_core::policy::IssuancePolicy;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(s) = std::str::from_utf8(data) else { return };
-    if let Ok(p) = Policy::from_toml(s) {
+    if let Ok(p) = IssuancePolicy::from_toml(s) {
         for (issuer, identity) in [
             ("scheduler", "backend-prod"),
             ("", ""),
@@ -22,5 +23,6 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-    let _ = tonic_alts::AuthzPolicy::from_toml(s);
+    let _ = tonic_alts::RpcAuthzPolicy::from_toml_str(s);
+    let _ = tonic_alts::RpcAuthzPolicy::from_json_str(s);
 });

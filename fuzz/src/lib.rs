@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock};
 use alts_core::cert::{Category, SigningKey};
 use alts_core::crypto::DeterministicRandom;
 use alts_core::handshake::{Handshake, HandshakeConfig, HandshakeError, ResumptionConfig};
-use alts_core::policy::Policy;
+use alts_core::policy::IssuancePolicy;
 use alts_core::resumption::{
     ClientSessionCache, InMemoryReplayGuard, ResumptionKey, ResumptionKeys, ServerTicketStore,
 };
@@ -91,7 +91,7 @@ fn config(who: &Issued, keys: &Arc<ResumptionKeys>, variant: Variant, seed: &[u8
     let w = world();
     let verifier = Arc::new(Verifier::new(
         w.pki.root.clone(),
-        Arc::new(Policy::allow_all_for_tests()),
+        Arc::new(IssuancePolicy::allow_all_for_tests()),
     ));
     let mut c = HandshakeConfig::new(who.credentials.clone(), verifier, deterministic_provider(seed));
     match variant {

@@ -281,14 +281,14 @@ mod tests {
     use super::*;
     use alts_core::cert::Category;
     use alts_core::crypto::default_provider;
-    use alts_core::policy::Policy;
+    use alts_core::policy::IssuancePolicy;
     use alts_core::testing::{NOW, TestPki};
 
     fn factory(pki: &TestPki, identity: &str) -> AltsEngineFactory {
         let issued = pki.issue(identity, Category::Workload, "test-ca");
         let cfg = HandshakeConfig::new(
             issued.credentials,
-            pki.verifier(Policy::allow_all_for_tests()),
+            pki.verifier(IssuancePolicy::allow_all_for_tests()),
             default_provider(),
         );
         AltsEngineFactory::from_handshake_config(Arc::new(cfg)).with_clock(Arc::new(|| NOW))

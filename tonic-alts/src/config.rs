@@ -18,7 +18,7 @@ use alts_core::cert::{LocalCredentials, RootKey};
 use alts_core::crl::RevocationList;
 use alts_core::crypto::{StaticKeyPair, X25519_LEN, default_provider};
 use alts_core::handshake::{ClientPredicate, HandshakeConfig, ResumptionConfig};
-use alts_core::policy::Policy;
+use alts_core::policy::IssuancePolicy;
 use alts_core::record::RecordProtocol;
 use alts_core::resumption::{ClientSessionCache, ResumptionKeys};
 use alts_core::verify::{VerifiedPeer, Verifier};
@@ -218,9 +218,10 @@ impl CredentialFiles {
                 let bytes = read(&p)?;
                 let text = String::from_utf8(bytes)
                     .map_err(|_| AltsError::file(&p, FileError::Parse("not UTF-8".into())))?;
-                Policy::from_toml(&text).map_err(|e| AltsError::file(&p, FileError::IssuancePolicy(e)))?
+                IssuancePolicy::from_toml(&text)
+                    .map_err(|e| AltsError::file(&p, FileError::IssuancePolicy(e)))?
             }
-            None if self.accept_any_issuer => Policy::accept_any_issuer(),
+            None if self.accept_any_issuer => IssuancePolicy::accept_any_issuer(),
             None => return Err(ConfigError::NoIssuancePolicy.into()),
         };
         let mut verifier = Verifier::new(root.clone(), Arc::new(policy));

@@ -55,17 +55,16 @@
 //! # use std::sync::Arc;
 //! # use alts_core::cert::Category;
 //! # use alts_core::handshake::HandshakeConfig;
-//! # #[allow(deprecated)] use alts_core::policy::Policy;
+//! # use alts_core::policy::IssuancePolicy;
 //! # use alts_core::testing::{TestPki, deterministic_provider};
 //! use tokio::io::{AsyncReadExt, AsyncWriteExt};
 //! use tonic_alts::{AltsAcceptor, AltsConfig, AltsConnector};
 //!
-//! # #[allow(deprecated)]
 //! # fn configs() -> (AltsConfig, AltsConfig) {
 //! #     let pki = TestPki::new(b"docs");
 //! #     let cfg = |identity: &str| {
 //! #         let issued = pki.issue_with(identity, Category::Workload, "scheduler", None);
-//! #         let verifier = pki.verifier(Policy::allow_all_for_tests());
+//! #         let verifier = pki.verifier(IssuancePolicy::allow_all_for_tests());
 //! #         AltsConfig::new(HandshakeConfig::new(issued.credentials, verifier, deterministic_provider(identity.as_bytes())))
 //! #     };
 //! #     (cfg("frontend-prod"), cfg("greeter-prod"))
@@ -118,7 +117,10 @@ mod peer;
 mod stream;
 
 pub use alts_core;
-pub use authz::{AltsAuthzLayer, Authorizer, AuthzPolicy, authz_interceptor};
+#[allow(deprecated)]
+pub use authz::{
+    AltsAuthzLayer, Authorizer, AuthzInterceptor, AuthzPolicy, RpcAuthzPolicy, authz_interceptor,
+};
 pub use balance::{BalancedChannel, balance_list};
 pub use config::{AltsConfig, AltsReloader, CredentialFiles, DEFAULT_HANDSHAKE_TIMEOUT, file_names};
 pub use connect_info::{AltsConnectInfo, AltsRequestExt};

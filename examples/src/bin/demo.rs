@@ -15,7 +15,7 @@ use alts_examples::{EchoService, Pki};
 use tokio::io::AsyncWriteExt;
 use tonic::transport::{Endpoint, Server};
 use tonic_alts::{
-    AltsAcceptor, AltsAuthzLayer, AltsConfig, AltsConnector, AltsError, AltsErrorKind, AuthzPolicy,
+    AltsAcceptor, AltsAuthzLayer, AltsConfig, AltsConnector, AltsError, AltsErrorKind, RpcAuthzPolicy,
 };
 
 const AUTHZ: &str = r#"
@@ -90,7 +90,7 @@ async fn main() -> anyhow::Result<()> {
         .resumption(resumption()?);
     let incoming = AltsAcceptor::new(server_cfg).bind("127.0.0.1:0").await?;
     let addr = incoming.local_addr();
-    let authz = AltsAuthzLayer::from_policy(AuthzPolicy::from_toml(AUTHZ)?);
+    let authz = AltsAuthzLayer::from_policy(RpcAuthzPolicy::from_toml_str(AUTHZ)?);
     tokio::spawn(
         Server::builder()
             .layer(authz)

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use alts_core::cert::Category;
 use alts_core::handshake::HandshakeConfig;
-use alts_core::policy::Policy;
+use alts_core::policy::IssuancePolicy;
 use alts_core::testing::{TestPki, deterministic_provider};
 
 /// Client and server handshake configurations under one throwaway PKI.
@@ -16,7 +16,7 @@ pub fn configs() -> (Arc<HandshakeConfig>, Arc<HandshakeConfig>) {
     let cfg = |i: &alts_core::testing::Issued, seed: &[u8]| {
         Arc::new(HandshakeConfig::new(
             i.credentials.clone(),
-            pki.verifier(Policy::allow_all_for_tests()),
+            pki.verifier(IssuancePolicy::allow_all_for_tests()),
             deterministic_provider(seed),
         ))
     };
