@@ -28,7 +28,8 @@ logs="$4"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 pydir="$here/../python"
 export PYTHONDONTWRITEBYTECODE=1
-export RUST_LOG="${RUST_LOG:-info,alts_interop=debug}"
+# tonic_alts logs each refused handshake at debug (and a rate-limited warn summary).
+export RUST_LOG="${RUST_LOG:-info,alts_interop=debug,tonic_alts=debug}"
 mkdir -p "$logs"
 rm -f "$logs"/*.log "$logs"/*.out
 
