@@ -24,10 +24,29 @@
 //! - protocol misuse (`next` before a start, a second start, an empty
 //!   request, a non-ALTS protocol) gets an in-band `status` and the stream
 //!   then ends with the same non-OK gRPC status;
-//! - concurrency: at most [`HandshakerConfig::max_in_flight`] handshakes
-//!   hold a slot at once. Excess callers **wait** (FIFO) for a slot, but
-//!   only until their per-handshake deadline; if it passes while waiting,
-//!   they get `RESOURCE_EXHAUSTED`;
+//! - callers: before any handshake work, the calling process is checked
+//!   against [`HandshakerConfig::callers`] (a [`CallerPolicy`]: Unix socket
+//!   callers by `SO_PEERCRED` uid/gid, TCP callers only from loopback); a
+//!   refused caller's `DoHandshake` fails with `PERMISSION_DENIED` before
+//!   any response (so never any key bytes) and the refusal is logged, at
+//!   most one line per 10 s plus a count of the suppressed ones;
+//! - targets: a `client_start` naming no `target_identities` gets the
+//!   identities of [`HandshakerConfig::client_targets`] for its
+//!   `target_name`, or is refused with an in-band `PERMISSION_DENIED` (see
+//!   [`crate::targets`]);
+//! - concurrency: a handshake takes a slot when it has work: at
+//!   `client_start`, or at the first `server_start`/`next` carrying bytes
+//!   (a server waiting for its peer's first bytes holds none). A slot is a
+//!   permit of its kind ([`HandshakerConfig::max_client_handshakes`] or
+//!   [`HandshakerConfig::max_server_handshakes`]) plus one of the overall
+//!   [`HandshakerConfig::max_in_flight`], so neither kind can starve the
+//!   other. Without a free slot, callers **wait** (FIFO), but only until
+//!   their per-handshake deadline (then `RESOURCE_EXHAUSTED`), and at most
+//!   [`HandshakerConfig::max_waiters`] wait at once: beyond that a caller
+//!   gets `RESOURCE_EXHAUSTED` immediately;
+//! - HTTP/2: the servers of [`crate::serve_handshaker`] and
+//!   [`crate::serve_handshaker_on`] limit each connection to
+//!   [`HandshakerConfig::max_concurrent_streams`] concurrent streams;
 //! - every handshake has a deadline ([`HandshakerConfig::handshake_timeout`],
 //!   default 20 s, counted from the start of the call). When it passes, an
 //!   in-band `status` DEADLINE_EXCEEDED is sent and the stream ends with
@@ -38,6 +57,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use alts_proto::grpc_gcp::handshaker_req::ReqOneof;
@@ -48,12 +68,15 @@ use alts_proto::grpc_gcp::{
     HandshakeProtocol, HandshakerReq, HandshakerResp, HandshakerResult, HandshakerStatus, Identity,
     RpcProtocolVersions, StartClientHandshakeReq, StartServerHandshakeReq,
 };
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
 use tracing::{Instrument, debug, info, warn};
+
+use crate::callers::{Caller, CallerPolicy, RateLimitedLog};
+use crate::targets::ClientTargets;
 
 /// An RPC protocol version `(major, minor)`.
 pub type RpcVersion = (u32, u32);
@@ -173,11 +196,30 @@ pub trait EngineFactory: Send + Sync + 'static {
     fn server(&self, start: &ServerStart) -> Result<Box<dyn HandshakeEngine>, EngineError>;
 }
 
-/// Limits of the handshaker service.
+/// Limits and access rules of the handshaker service.
 #[derive(Debug, Clone)]
 pub struct HandshakerConfig {
-    /// Handshakes holding a slot at once; excess callers wait (see module docs).
+    /// Handshakes holding a slot at once, client and server together;
+    /// excess callers wait (see module docs). Default 128.
     pub max_in_flight: usize,
+    /// Client handshakes holding a slot at once. Default 96.
+    pub max_client_handshakes: usize,
+    /// Server handshakes holding a slot at once (a server handshake takes
+    /// its slot when the peer's first bytes arrive). Default 96.
+    pub max_server_handshakes: usize,
+    /// Callers waiting for a slot at once; further callers get
+    /// `RESOURCE_EXHAUSTED` immediately. Default 256.
+    pub max_waiters: usize,
+    /// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS` of the service's server (per
+    /// connection; stock gRPC multiplexes every handshake of a process over
+    /// one connection). Default 1024.
+    pub max_concurrent_streams: u32,
+    /// Which processes may call the service. Default
+    /// [`CallerPolicy::same_user`].
+    pub callers: CallerPolicy,
+    /// Server identities for client handshakes that name none. Default: no
+    /// map, such handshakes are refused.
+    pub client_targets: ClientTargets,
     /// Per-handshake deadline, counted from the start of the call (including
     /// any wait for a slot). Default 20 s.
     pub handshake_timeout: Duration,
@@ -189,6 +231,12 @@ impl Default for HandshakerConfig {
     fn default() -> Self {
         Self {
             max_in_flight: 128,
+            max_client_handshakes: 96,
+            max_server_handshakes: 96,
+            max_waiters: 256,
+            max_concurrent_streams: 1024,
+            callers: CallerPolicy::default(),
+            client_targets: ClientTargets::default(),
             handshake_timeout: Duration::from_secs(20),
             max_input_bytes: 1 << 20,
         }
@@ -201,6 +249,10 @@ pub struct AltsHandshakerService {
     factory: Arc<dyn EngineFactory>,
     config: Arc<HandshakerConfig>,
     slots: Arc<Semaphore>,
+    client_slots: Arc<Semaphore>,
+    server_slots: Arc<Semaphore>,
+    waiters: Arc<AtomicUsize>,
+    denied_log: Arc<RateLimitedLog>,
 }
 
 impl fmt::Debug for AltsHandshakerService {
@@ -208,7 +260,32 @@ impl fmt::Debug for AltsHandshakerService {
         f.debug_struct("AltsHandshakerService")
             .field("config", &self.config)
             .field("free_slots", &self.slots.available_permits())
+            .field("free_client_slots", &self.client_slots.available_permits())
+            .field("free_server_slots", &self.server_slots.available_permits())
+            .field("waiters", &self.waiters())
             .finish_non_exhaustive()
+    }
+}
+
+/// Which quota a handshake's slot comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Client,
+    Server,
+}
+
+/// A held slot: a permit of its kind and one of the overall cap.
+struct Slot {
+    _kind: OwnedSemaphorePermit,
+    _overall: OwnedSemaphorePermit,
+}
+
+/// Counts one waiter while alive.
+struct Waiting(Arc<AtomicUsize>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -216,11 +293,37 @@ impl AltsHandshakerService {
     /// Creates the service over `factory` with `config`.
     pub fn new(factory: Arc<dyn EngineFactory>, config: HandshakerConfig) -> Self {
         let slots = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
+        let client_slots = Arc::new(Semaphore::new(config.max_client_handshakes.max(1)));
+        let server_slots = Arc::new(Semaphore::new(config.max_server_handshakes.max(1)));
         Self {
             factory,
             config: Arc::new(config),
             slots,
+            client_slots,
+            server_slots,
+            waiters: Arc::new(AtomicUsize::new(0)),
+            denied_log: Arc::new(RateLimitedLog::new(Duration::from_secs(10))),
         }
+    }
+
+    /// The service's configuration.
+    pub fn config(&self) -> &HandshakerConfig {
+        &self.config
+    }
+
+    /// Client-handshake slots currently free (for tests and metrics).
+    pub fn free_client_slots(&self) -> usize {
+        self.client_slots.available_permits()
+    }
+
+    /// Server-handshake slots currently free (for tests and metrics).
+    pub fn free_server_slots(&self) -> usize {
+        self.server_slots.available_permits()
+    }
+
+    /// Callers currently waiting for a slot (for tests and metrics).
+    pub fn waiters(&self) -> usize {
+        self.waiters.load(Ordering::Acquire)
     }
 
     /// Wraps the service for `tonic::transport::Server::add_service`.
@@ -228,7 +331,8 @@ impl AltsHandshakerService {
         HandshakerServiceServer::new(self)
     }
 
-    /// Slots currently free (for tests and metrics).
+    /// Slots of the overall cap ([`HandshakerConfig::max_in_flight`])
+    /// currently free (for tests and metrics).
     pub fn free_slots(&self) -> usize {
         self.slots.available_permits()
     }
@@ -246,11 +350,24 @@ impl HandshakerService for AltsHandshakerService {
         request: Request<Streaming<HandshakerReq>>,
     ) -> Result<Response<Self::DoHandshakeStream>, Status> {
         let deadline = Instant::now() + self.config.handshake_timeout;
-        let remote = request.remote_addr();
+        let caller = Caller::from_extensions(request.extensions());
+        if let Err(why) = self.config.callers.check(&caller) {
+            if let Some(suppressed) = self.denied_log.allow() {
+                warn!(
+                    %caller,
+                    reason = %why,
+                    suppressed_since_last_line = suppressed,
+                    "DoHandshake caller refused"
+                );
+            }
+            return Err(Status::permission_denied(format!(
+                "caller not allowed to use this handshaker service: {why}"
+            )));
+        }
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(4);
         let this = self.clone();
-        let span = tracing::info_span!("DoHandshake", ?remote);
+        let span = tracing::info_span!("DoHandshake", %caller);
         let task = async move {
             let end = this.run(inbound, &tx, deadline).await;
             match end {
@@ -458,20 +575,90 @@ fn step(engine: &mut dyn HandshakeEngine, input: &[u8]) -> Step {
 }
 
 impl AltsHandshakerService {
-    async fn run(&self, mut inbound: Streaming<HandshakerReq>, tx: &Tx, deadline: Instant) -> End {
-        let _permit = match tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned()).await {
-            Ok(Ok(p)) => p,
-            Ok(Err(_closed)) => return End::Status(Status::unavailable("handshaker service shutting down")),
-            Err(_elapsed) => {
-                let details =
-                    "too many concurrent handshakes: no slot became free before the handshake deadline";
-                warn!(details);
-                if !send(tx, status_resp(Code::ResourceExhausted, details, Vec::new())).await {
-                    return End::CallerGone;
-                }
-                return End::Status(Status::resource_exhausted(details));
-            }
+    /// Takes a slot of `kind` without waiting, if one is free.
+    fn try_slot(&self, kind: Kind) -> Option<Slot> {
+        let sem = match kind {
+            Kind::Client => &self.client_slots,
+            Kind::Server => &self.server_slots,
         };
+        let k = sem.clone().try_acquire_owned().ok()?;
+        let o = self.slots.clone().try_acquire_owned().ok()?;
+        Some(Slot {
+            _kind: k,
+            _overall: o,
+        })
+    }
+
+    /// Takes a slot of `kind`, waiting (as one of at most `max_waiters`)
+    /// until `deadline`.
+    async fn slot(&self, kind: Kind, deadline: Instant) -> Result<Slot, (Code, String)> {
+        if let Some(s) = self.try_slot(kind) {
+            return Ok(s);
+        }
+        let before = self.waiters.fetch_add(1, Ordering::AcqRel);
+        let _waiting = Waiting(self.waiters.clone());
+        if before >= self.config.max_waiters {
+            return Err((
+                Code::ResourceExhausted,
+                format!(
+                    "too many concurrent handshakes: no free slot and {} callers already waiting",
+                    self.config.max_waiters
+                ),
+            ));
+        }
+        let sem = match kind {
+            Kind::Client => self.client_slots.clone(),
+            Kind::Server => self.server_slots.clone(),
+        };
+        let overall = self.slots.clone();
+        let wait = async move {
+            let k = sem.acquire_owned().await?;
+            let o = overall.acquire_owned().await?;
+            Ok::<_, tokio::sync::AcquireError>(Slot {
+                _kind: k,
+                _overall: o,
+            })
+        };
+        match tokio::time::timeout_at(deadline, wait).await {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(_closed)) => Err((Code::Unavailable, "handshaker service shutting down".to_owned())),
+            Err(_elapsed) => Err((
+                Code::ResourceExhausted,
+                "too many concurrent handshakes: no slot became free before the handshake deadline"
+                    .to_owned(),
+            )),
+        }
+    }
+
+    /// Takes a slot into `held` unless one is held already; on failure the
+    /// stream end to return.
+    async fn hold_slot(
+        &self,
+        held: &mut Option<Slot>,
+        kind: Kind,
+        deadline: Instant,
+        tx: &Tx,
+    ) -> Option<End> {
+        if held.is_some() {
+            return None;
+        }
+        match self.slot(kind, deadline).await {
+            Ok(s) => {
+                *held = Some(s);
+                None
+            }
+            Err((code, details)) => {
+                warn!(?kind, %details, "no handshake slot");
+                if !send(tx, status_resp(code, &details, Vec::new())).await {
+                    return Some(End::CallerGone);
+                }
+                Some(End::Status(Status::new(code, details)))
+            }
+        }
+    }
+
+    async fn run(&self, mut inbound: Streaming<HandshakerReq>, tx: &Tx, deadline: Instant) -> End {
+        let mut slot: Option<Slot> = None;
         let mut engine: Option<Box<dyn HandshakeEngine>> = None;
         let mut total_in: usize = 0;
         loop {
@@ -544,10 +731,28 @@ impl AltsHandshakerService {
                         max_frame_size = req.max_frame_size,
                         "recv client_start"
                     );
-                    let start = match client_start(&req) {
+                    let mut start = match client_start(&req) {
                         Ok(s) => s,
                         Err((code, details)) => return misuse(tx, code, &details).await,
                     };
+                    match self
+                        .config
+                        .client_targets
+                        .resolve(&start.target_identities, &start.target_name)
+                    {
+                        Ok(ids) => start.target_identities = ids,
+                        Err(details) => {
+                            info!(%details, "client handshake refused");
+                            let resp = status_resp(Code::PermissionDenied, &details, Vec::new());
+                            if !send(tx, resp).await {
+                                return End::CallerGone;
+                            }
+                            return End::Ok;
+                        }
+                    }
+                    if let Some(end) = self.hold_slot(&mut slot, Kind::Client, deadline, tx).await {
+                        return end;
+                    }
                     match self.factory.client(&start) {
                         Ok(e) => step(engine.insert(e).as_mut(), &[]),
                         Err(e) => Step::Final(status_resp(e.code, &e.details, Vec::new())),
@@ -568,6 +773,11 @@ impl AltsHandshakerService {
                         Ok(s) => s,
                         Err((code, details)) => return misuse(tx, code, &details).await,
                     };
+                    if !req.in_bytes.is_empty() {
+                        if let Some(end) = self.hold_slot(&mut slot, Kind::Server, deadline, tx).await {
+                            return end;
+                        }
+                    }
                     match self.factory.server(&start) {
                         Ok(e) => step(engine.insert(e).as_mut(), &req.in_bytes),
                         Err(e) => Step::Final(status_resp(e.code, &e.details, Vec::new())),
@@ -575,6 +785,12 @@ impl AltsHandshakerService {
                 }
                 (Some(ReqOneof::Next(next)), Some(e)) => {
                     debug!(in_bytes = next.in_bytes.len(), "recv next");
+                    if !next.in_bytes.is_empty() {
+                        // Only a server handshake can be without a slot here.
+                        if let Some(end) = self.hold_slot(&mut slot, Kind::Server, deadline, tx).await {
+                            return end;
+                        }
+                    }
                     step(e.as_mut(), &next.in_bytes)
                 }
             };

@@ -221,7 +221,7 @@ async fn split_input_early_data_and_ok_end() {
 async fn whole_first_message_in_server_start() {
     let (addr, _) = start(HandshakerConfig::default()).await;
     let mut c = Stream::open(addr).await;
-    let m1 = c.call(client_start(vec![])).await.out_frames;
+    let m1 = c.call(client_start(vec![sa("server@t")])).await.out_frames;
     let mut s = Stream::open(addr).await;
     let r = s.call(server_start(&m1)).await;
     assert_eq!(r.bytes_consumed as usize, m1.len());
@@ -319,7 +319,9 @@ async fn idle_stream_hits_deadline_and_frees_its_slot() {
         ..HandshakerConfig::default()
     };
     let (addr, service) = start(config).await;
-    let mut idle = Stream::open(addr).await; // like a grpc-go server on a silent TCP connection
+    // Like a grpc-go server on a silent TCP connection (it holds no slot, and
+    // still ends at its deadline).
+    let mut idle = Stream::open(addr).await;
     let r = idle.recv().await;
     assert_eq!(status_code(&r), Code::DeadlineExceeded as u32);
     idle.expect_status_end(Code::DeadlineExceeded).await;
@@ -327,7 +329,12 @@ async fn idle_stream_hits_deadline_and_frees_its_slot() {
     assert_eq!(service.free_slots(), 1);
     // The slot is usable again.
     let mut c = Stream::open(addr).await;
-    assert!(!c.call(client_start(vec![])).await.out_frames.is_empty());
+    assert!(
+        !c.call(client_start(vec![sa("server@t")]))
+            .await
+            .out_frames
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -339,11 +346,11 @@ async fn excess_caller_waits_for_a_slot() {
     };
     let (addr, service) = start(config).await;
     let mut a = Stream::open(addr).await;
-    assert_eq!(status_code(&a.call(client_start(vec![])).await), 0);
+    assert_eq!(status_code(&a.call(client_start(vec![sa("server@t")])).await), 0);
     assert_eq!(service.free_slots(), 0);
 
     let mut b = Stream::open(addr).await;
-    b.send(client_start(vec![])).await;
+    b.send(client_start(vec![sa("server@t")])).await;
     let waited = tokio::time::timeout(Duration::from_millis(300), b.recv()).await;
     assert!(
         waited.is_err(),

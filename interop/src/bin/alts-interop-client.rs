@@ -4,6 +4,10 @@
 //!
 //! Handshakes run in process (tonic-alts) unless `--handshaker ADDR` sends
 //! them to a `grpc.gcp.HandshakerService`.
+//!
+//! Fails closed (exit status 2): it refuses to run without a server
+//! identity (`--target`/`--expect-identity`) unless `--accept-any-server`,
+//! and in process without `--policy` unless `--accept-any-issuer`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,15 +36,24 @@ struct Args {
     /// The signing service's root.pub (native mode).
     #[arg(long, required_unless_present = "handshaker")]
     root: Option<PathBuf>,
-    /// Policy TOML (native mode).
-    #[arg(long)]
+    /// Issuance policy TOML (native mode; required there unless
+    /// --accept-any-issuer).
+    #[arg(long, conflicts_with = "accept_any_issuer")]
     policy: Option<PathBuf>,
+    /// INSECURE (native mode): run without --policy, accepting any issuer
+    /// under the root for any identity.
+    #[arg(long)]
+    accept_any_issuer: bool,
     /// Signed revocation list (native mode).
     #[arg(long)]
     crl: Option<PathBuf>,
-    /// Accept only this server identity (repeatable; checked in the handshake).
-    #[arg(long)]
+    /// Accept only this server identity (repeatable; checked in the
+    /// handshake). Required unless --accept-any-server.
+    #[arg(long, visible_alias = "target")]
     expect_identity: Vec<String>,
+    /// INSECURE: with no --target, accept any server identity the policy allows.
+    #[arg(long, conflicts_with = "expect_identity")]
+    accept_any_server: bool,
     /// Run handshakes through this grpc.gcp.HandshakerService.
     #[arg(long)]
     handshaker: Option<String>,
@@ -71,8 +84,13 @@ async fn channel(args: &Args, last: LastPeer) -> Result<Channel, Box<dyn std::er
             let (Some(creds), Some(root)) = (&args.creds, &args.root) else {
                 return Err("--creds and --root are required without --handshaker".into());
             };
-            let files =
-                alts_interop::credential_files(creds, root, args.policy.as_deref(), args.crl.as_deref());
+            let files = alts_interop::checked_credential_files(
+                creds,
+                root,
+                args.policy.as_deref(),
+                args.crl.as_deref(),
+                args.accept_any_issuer,
+            )?;
             AltsConnector::new(AltsConfig::from_files(files)?.handshake_timeout(timeout))
         }
     }
@@ -115,6 +133,20 @@ async fn main() -> ExitCode {
         .with_ansi(false)
         .init();
     let args = Args::parse();
+    if args.expect_identity.is_empty() && !args.accept_any_server {
+        eprintln!(
+            "alts-interop-client: refusing to run without --target (--expect-identity): any server \
+             the policy allows could answer. Name the server identity, or pass --accept-any-server"
+        );
+        return ExitCode::from(2);
+    }
+    if args.handshaker.is_none() && args.policy.is_none() && !args.accept_any_issuer {
+        eprintln!("alts-interop-client: {}", alts_interop::POLICY_REQUIRED);
+        return ExitCode::from(2);
+    }
+    if args.accept_any_server {
+        tracing::warn!("INSECURE: --accept-any-server: any server identity the policy allows is accepted");
+    }
     let methods: Vec<&str> = match args.method.as_str() {
         "all" => vec!["health", "empty", "unary"],
         m @ ("health" | "empty" | "unary") => vec![m],

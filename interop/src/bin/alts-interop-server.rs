@@ -6,6 +6,10 @@
 //! `x-alts-server-identity` response header. Handshakes run in process
 //! (tonic-alts) unless `--handshaker ADDR` sends them to a
 //! `grpc.gcp.HandshakerService`.
+//!
+//! In process, it refuses to start without `--policy` unless
+//! `--accept-any-issuer` is given (exit status 2). Through `--handshaker`,
+//! the handshaker service applies its own policy.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -38,9 +42,14 @@ struct Args {
     /// The signing service's root.pub (native mode).
     #[arg(long, required_unless_present = "handshaker")]
     root: Option<PathBuf>,
-    /// Policy TOML (native mode).
-    #[arg(long)]
+    /// Issuance policy TOML (native mode; required there unless
+    /// --accept-any-issuer).
+    #[arg(long, conflicts_with = "accept_any_issuer")]
     policy: Option<PathBuf>,
+    /// INSECURE (native mode): run without --policy, accepting any issuer
+    /// under the root for any identity.
+    #[arg(long)]
+    accept_any_issuer: bool,
     /// Signed revocation list (native mode).
     #[arg(long)]
     crl: Option<PathBuf>,
@@ -143,7 +152,7 @@ impl TestService for Svc {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<std::process::ExitCode, Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -154,6 +163,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
     let args = Args::parse();
     let timeout = Duration::from_secs(args.timeout_secs);
+    // Refuse a fail-open configuration before binding anything.
+    let files = match (&args.handshaker, &args.creds, &args.root) {
+        (Some(_), _, _) => None,
+        (None, Some(creds), Some(root)) => match alts_interop::checked_credential_files(
+            creds,
+            root,
+            args.policy.as_deref(),
+            args.crl.as_deref(),
+            args.accept_any_issuer,
+        ) {
+            Ok(f) => Some(f),
+            Err(msg) => {
+                eprintln!("alts-interop-server: {msg}");
+                return Ok(std::process::ExitCode::from(2));
+            }
+        },
+        (None, _, _) => return Err("--creds and --root are required without --handshaker".into()),
+    };
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;
     let (incoming, name, mode, _reloader) = match &args.handshaker {
@@ -163,11 +190,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             (incoming, None, format!("handshaker service {hs}"), None)
         }
         None => {
-            let (Some(creds), Some(root)) = (&args.creds, &args.root) else {
+            let Some(files) = files else {
                 return Err("--creds and --root are required without --handshaker".into());
             };
-            let files =
-                alts_interop::credential_files(creds, root, args.policy.as_deref(), args.crl.as_deref());
             let config = AltsConfig::from_files(files)?.handshake_timeout(timeout);
             let name = config.snapshot().credentials.identity().to_owned();
             let reloader = config.reloader()?.spawn(Duration::from_secs(30));
@@ -194,5 +219,5 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .add_service(TestServiceServer::new(svc))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
-    Ok(())
+    Ok(std::process::ExitCode::SUCCESS)
 }
