@@ -16,7 +16,11 @@
 # at another one by running it in a nested mount namespace whose /etc/hosts
 # maps metadata.google.internal. to that address (same network namespace, so
 # it still reaches every server). Every handshaker and native peer gets the
-# same root, policy and CRL.
+# same root, policy and CRL, and the same targets map (server identities for
+# stock clients that send no target_service_accounts; other such clients are
+# refused). Stock grpcio can only dial TCP, so the handshakers listen on
+# loopback TCP explicitly (every process in this private namespace may call
+# them).
 #
 # Prints "CROSS-STACK PASS: <case>" / "CROSS-STACK FAIL: <case>" lines and a
 # count; exit 0 iff all pass.
@@ -37,6 +41,12 @@ rm -f "$logs"/*.log "$logs"/*.out
 source "$here/lib.sh"
 
 common=(--root "$creds/root.pub" --policy "$creds/policy.toml" --crl "$creds/crl.bin")
+cat >"$logs/targets.toml" <<'EOT'
+[targets]
+"127.0.0.1:50071" = ["native-server"]
+"127.0.0.1:50061" = ["stock-a"]
+EOT
+hs_common=("${common[@]}" --targets "$logs/targets.toml" --timeout-secs 10)
 
 start() { # start NAME PATTERN CMD...
     local name="$1" pat="$2"; shift 2
@@ -48,11 +58,11 @@ start() { # start NAME PATTERN CMD...
 }
 
 start handshaker-stock-a "listening on" "$bin/alts-handshaker" --listen 127.0.0.1:8080 \
-    --creds "$creds/stock-a" "${common[@]}" --timeout-secs 10
+    --creds "$creds/stock-a" "${hs_common[@]}"
 start handshaker-stock-revoked "listening on" "$bin/alts-handshaker" --listen 127.0.0.2:8080 \
-    --creds "$creds/stock-revoked" "${common[@]}" --timeout-secs 10
+    --creds "$creds/stock-revoked" "${hs_common[@]}"
 start handshaker-stock-rogue "listening on" "$bin/alts-handshaker" --listen 127.0.0.3:8080 \
-    --creds "$creds/stock-rogue" "${common[@]}" --timeout-secs 10
+    --creds "$creds/stock-rogue" "${hs_common[@]}"
 start native-server "listening on" "$bin/alts-interop-server" --listen 127.0.0.1:50071 \
     --creds "$creds/native-server" "${common[@]}"
 start native-server-via-service "listening on" "$bin/alts-interop-server" --listen 127.0.0.1:50081 \
@@ -134,6 +144,15 @@ o="$logs/case6.out"; stock_client "$o" --server 127.0.0.1:50071 --target-service
     --method health --expect-failure; rc=$?
 check refused-wrong-target-service-account $rc 0 "$o" \
     'server identity "native-server" is not one of the target identities ["someone-else"]' "$o"
+
+echo "== stock grpcio client without target_service_accounts: the handshaker's targets map names the server"
+o="$logs/case6b.out"; stock_client "$o" --server 127.0.0.1:50071 --method health; rc=$?
+check stock-client-target-from-handshaker-map $rc 0 "$o" "server_identity='native-server'" "$o"
+
+echo "== refusal: stock client without target_service_accounts, dial target not in the map"
+o="$logs/case6c.out"; stock_client "$o" --server 127.0.0.1:50081 --method health --expect-failure; rc=$?
+check refused-stock-client-without-target $rc 0 "$o" \
+    'client handshake to target_name "127.0.0.1:50081" names no target identities' "$o"
 
 echo "== refusal: revoked stock client (its principal is in the CRL) -> native server and stock server"
 o="$logs/case7a.out"; as_identity 2 "$py" "$pydir/stock_client.py" --timeout 10 --server 127.0.0.1:50071 \

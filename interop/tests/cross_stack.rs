@@ -106,13 +106,15 @@ fn make_credentials(dir: &Path) {
     .unwrap();
 }
 
-const CASES: [&str; 12] = [
+const CASES: [&str; 14] = [
     "stock-client-to-native-server",
     "native-client-to-stock-server",
     "stock-to-stock-via-alts-handshaker",
     "tonic-via-handshaker-service-to-native-server",
     "stock-client-to-tonic-server-via-handshaker-service",
     "refused-wrong-target-service-account",
+    "stock-client-target-from-handshaker-map",
+    "refused-stock-client-without-target",
     "refused-revoked-stock-peer-by-native-server",
     "refused-revoked-stock-peer-by-stock-server",
     "refused-policy-stock-peer-by-native-server",

@@ -42,6 +42,7 @@ fn stock_grpcio_client_and_server_through_our_handshaker_service() {
         "E2E PASS: stock-client-to-stock-server-via-our-handshaker",
         "E2E PASS: stock-client-no-target-accounts",
         "E2E PASS: stock-client-wrong-target-account-refused",
+        "E2E PASS: stock-client-unmapped-target-refused",
         "E2E PASS: stock-server-sees-client-identity",
     ] {
         assert!(stdout.contains(case), "missing {case:?}");
