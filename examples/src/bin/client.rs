@@ -1,8 +1,15 @@
 //! A minimal ALTS tonic client.
 //!
 //! ```text
-//! cargo run -p alts-examples --bin client -- --creds creds/client --root creds/root.pub --target greeter-prod
+//! cargo run -p alts-examples --bin client -- --creds creds/client --root creds/root.pub \
+//!     --policy policy.toml --target greeter-prod
 //! ```
+//!
+//! It refuses to run (exit status 2) without `--target` (any server the
+//! policy allows could answer) unless `--accept-any-server`, and without
+//! `--policy` unless `--accept-any-issuer`.
+
+use std::process::ExitCode;
 
 use clap::Parser;
 use tonic::transport::Endpoint;
@@ -22,21 +29,54 @@ struct Args {
     /// The signing service's root.pub.
     #[arg(long)]
     root: String,
-    /// Policy TOML (who may issue which identities); without it any issuer is accepted.
-    #[arg(long)]
+    /// Issuance policy TOML (who may issue which identities). Required
+    /// unless --accept-any-issuer.
+    #[arg(long, conflicts_with = "accept_any_issuer")]
     policy: Option<String>,
-    /// Accepted server identities (repeatable).
+    /// INSECURE: run without --policy, accepting any issuer under the root
+    /// for any identity.
+    #[arg(long)]
+    accept_any_issuer: bool,
+    /// Accepted server identities (repeatable). Required unless
+    /// --accept-any-server.
     #[arg(long)]
     target: Vec<String>,
+    /// INSECURE: with no --target, accept any server identity the policy allows.
+    #[arg(long, conflicts_with = "target")]
+    accept_any_server: bool,
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
+    tracing_subscriber::fmt::init();
     let a = Args::parse();
+    if a.target.is_empty() && !a.accept_any_server {
+        eprintln!(
+            "client: refusing to run without --target: any server the policy allows could answer. \
+             Name the server identity (--target ID), or pass --accept-any-server"
+        );
+        return Ok(ExitCode::from(2));
+    }
+    if a.accept_any_server {
+        tracing::warn!("INSECURE: --accept-any-server: any server identity the policy allows is accepted");
+    }
     let files = CredentialFiles::new(&a.creds, &a.root);
     let files = match a.policy {
         Some(p) => files.issuance_policy(p),
-        None => files.accept_any_issuer(),
+        None if a.accept_any_issuer => {
+            tracing::warn!(
+                "INSECURE: --accept-any-issuer: accepting any issuer under the root for any identity"
+            );
+            files.accept_any_issuer()
+        }
+        None => {
+            eprintln!(
+                "client: refusing to run without --policy: without an issuance policy any issuer \
+                 under the root could issue any identity. Pass --policy FILE, or \
+                 --accept-any-issuer (not for production)"
+            );
+            return Ok(ExitCode::from(2));
+        }
     };
     let alts = AltsConfig::from_files(files)?;
     let connector = AltsConnector::new(alts).target_identities(a.target);
@@ -54,5 +94,5 @@ async fn main() -> anyhow::Result<()> {
         reply.get_ref().message,
         reply.get_ref().peer_identity
     );
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

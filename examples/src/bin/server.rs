@@ -1,8 +1,14 @@
 //! A minimal ALTS-protected tonic server.
 //!
 //! ```text
-//! cargo run -p alts-examples --bin server -- --creds creds/server --root creds/root.pub
+//! cargo run -p alts-examples --bin server -- --creds creds/server --root creds/root.pub --policy policy.toml
 //! ```
+//!
+//! It refuses to start without `--policy` (exit status 2): without an
+//! issuance policy any issuer under the root could issue any identity.
+//! `--accept-any-issuer` is the explicit, insecure opt-out.
+
+use std::process::ExitCode;
 
 use clap::Parser;
 use tonic::transport::Server;
@@ -22,24 +28,40 @@ struct Args {
     /// The signing service's root.pub.
     #[arg(long)]
     root: String,
-    /// Policy TOML (who may issue which identities).
-    #[arg(long)]
+    /// Issuance policy TOML (who may issue which identities). Required
+    /// unless --accept-any-issuer.
+    #[arg(long, conflicts_with = "accept_any_issuer")]
     policy: Option<String>,
+    /// INSECURE: run without --policy, accepting any issuer under the root
+    /// for any identity (e.g. a "network-admin" certificate from an issuer
+    /// not allowed to issue it).
+    #[arg(long)]
+    accept_any_issuer: bool,
     /// Signed revocation list.
     #[arg(long)]
     crl: Option<String>,
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     tracing_subscriber::fmt::init();
     let a = Args::parse();
     let mut files = CredentialFiles::new(&a.creds, &a.root);
     match a.policy {
         Some(p) => files = files.issuance_policy(p),
-        None => {
-            eprintln!("warning: no --policy given: accepting any issuer under the root");
+        None if a.accept_any_issuer => {
+            tracing::warn!(
+                "INSECURE: --accept-any-issuer: accepting any issuer under the root for any identity"
+            );
             files = files.accept_any_issuer();
+        }
+        None => {
+            eprintln!(
+                "server: refusing to start without --policy: without an issuance policy any issuer \
+                 under the root could issue any identity (e.g. \"network-admin\" from an issuer not \
+                 allowed to issue it). Pass --policy FILE, or --accept-any-issuer (not for production)"
+            );
+            return Ok(ExitCode::from(2));
         }
     }
     if let Some(crl) = a.crl {
@@ -55,5 +77,5 @@ async fn main() -> anyhow::Result<()> {
         .add_service(EchoServer::new(EchoService))
         .serve_with_incoming(incoming)
         .await?;
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
