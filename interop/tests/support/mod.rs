@@ -198,11 +198,11 @@ impl Program {
 fn lines(r: impl std::io::Read + Send + 'static) -> std_mpsc::Receiver<String> {
     let (tx, rx) = std_mpsc::channel();
     std::thread::spawn(move || {
+        // Keeps reading after the receiver is gone, so the program never
+        // writes to a closed pipe.
         for line in BufReader::new(r).lines() {
             let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
+            let _ = tx.send(line);
         }
     });
     rx
