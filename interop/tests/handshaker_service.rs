@@ -1,8 +1,10 @@
 //! The `grpc.gcp.HandshakerService` protocol rules (one response per
 //! request, exact `bytes_consumed`, the result then an OK end of stream,
-//! in-band failure status, misuse refused),
-//! driven in process through a real tonic client, with the INSECURE null
-//! engine standing in for the real handshake.
+//! in-band failure status, misuse refused) and its handshake slots
+//! (per-kind quotas, no slot for a server still waiting for bytes, bounded
+//! waiters, HTTP/2 stream limit), driven in process through a real tonic
+//! client over loopback TCP, with the INSECURE null engine standing in for
+//! the real handshake.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -363,4 +365,188 @@ async fn excess_caller_waits_for_a_slot() {
         .expect("slot handed over");
     assert_eq!(status_code(&r), 0);
     assert!(!r.out_frames.is_empty());
+}
+
+impl Stream {
+    /// A stream on an existing channel (one HTTP/2 connection, many streams,
+    /// like a stock gRPC process).
+    async fn on(channel: Channel) -> Self {
+        let mut client = HandshakerServiceClient::new(channel);
+        let (tx, rx) = mpsc::channel(8);
+        let rx = client
+            .do_handshake(ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        Self { tx, rx }
+    }
+}
+
+async fn channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// Completes the handshake of client stream `c` (first message `m1`) with a
+/// server stream `s` that already sent an empty `server_start`.
+async fn finish(c: &mut Stream, s: &mut Stream, m1: &[u8]) {
+    let r = s.call(next(m1)).await;
+    assert_eq!(status_code(&r), 0);
+    let sres = r.result.expect("server result");
+    let r = c.call(next(&r.out_frames)).await;
+    let cres = r.result.expect("client result");
+    assert_eq!(cres.key_data, sres.key_data);
+    assert_eq!(cres.key_data.len(), 44);
+}
+
+#[tokio::test]
+async fn empty_server_starts_hold_no_slot_and_do_not_block_client_handshakes() {
+    let config = HandshakerConfig {
+        max_in_flight: 2,
+        max_client_handshakes: 1,
+        max_server_handshakes: 1,
+        handshake_timeout: Duration::from_secs(10),
+        ..HandshakerConfig::default()
+    };
+    let (addr, service) = start(config).await;
+    // Many servers waiting for their peers' first bytes (stock servers send
+    // server_start as soon as a TCP connection is accepted).
+    let mut idle = Vec::new();
+    for _ in 0..5 {
+        let mut s = Stream::open(addr).await;
+        let r = tokio::time::timeout(Duration::from_secs(3), s.call(server_start(&[])))
+            .await
+            .expect("an empty server_start is answered at once");
+        assert_eq!((status_code(&r), r.out_frames.len()), (0, 0));
+        idle.push(s);
+    }
+    assert_eq!(service.free_server_slots(), 1, "empty server_starts hold no slot");
+    assert_eq!(service.free_slots(), 2);
+
+    // A client handshake still gets its slot at once and completes with one
+    // of the waiting servers.
+    let mut c = Stream::open(addr).await;
+    let r = tokio::time::timeout(Duration::from_secs(3), c.call(client_start(vec![sa("server@t")])))
+        .await
+        .expect("client handshake not blocked");
+    assert_eq!(status_code(&r), 0);
+    assert_eq!(service.free_client_slots(), 0);
+    finish(&mut c, &mut idle[0], &r.out_frames).await;
+    drop(c);
+    drop(idle);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(service.free_slots(), 2);
+    assert_eq!(service.free_client_slots(), 1);
+    assert_eq!(service.free_server_slots(), 1);
+}
+
+#[tokio::test]
+async fn client_handshakes_cannot_take_the_server_quota() {
+    let config = HandshakerConfig {
+        max_in_flight: 4,
+        max_client_handshakes: 1,
+        max_server_handshakes: 1,
+        handshake_timeout: Duration::from_secs(10),
+        ..HandshakerConfig::default()
+    };
+    let (addr, service) = start(config).await;
+    // A flood of client handshakes: one holds the client quota, one waits.
+    let mut a = Stream::open(addr).await;
+    let m1 = a.call(client_start(vec![sa("server@t")])).await.out_frames;
+    let mut b = Stream::open(addr).await;
+    b.send(client_start(vec![sa("server@t")])).await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), b.recv())
+            .await
+            .is_err()
+    );
+    assert_eq!(service.waiters(), 1);
+    // A server handshake is served from its own quota.
+    let mut s = Stream::open(addr).await;
+    let r = tokio::time::timeout(Duration::from_secs(3), s.call(server_start(&m1)))
+        .await
+        .expect("server handshake not blocked by client handshakes");
+    assert!(r.result.is_some());
+    let r = a.call(next(&r.out_frames)).await;
+    assert!(r.result.is_some());
+    // a finished: b gets the client slot.
+    let r = tokio::time::timeout(Duration::from_secs(3), b.recv())
+        .await
+        .expect("b served after a");
+    assert_eq!(status_code(&r), 0);
+}
+
+#[tokio::test]
+async fn waiters_beyond_the_bound_get_resource_exhausted_at_once() {
+    let config = HandshakerConfig {
+        max_in_flight: 8,
+        max_client_handshakes: 1,
+        max_waiters: 1,
+        handshake_timeout: Duration::from_secs(10),
+        ..HandshakerConfig::default()
+    };
+    let (addr, service) = start(config).await;
+    let mut a = Stream::open(addr).await;
+    assert_eq!(status_code(&a.call(client_start(vec![sa("server@t")])).await), 0);
+    let mut b = Stream::open(addr).await;
+    b.send(client_start(vec![sa("server@t")])).await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), b.recv())
+            .await
+            .is_err(),
+        "b waits"
+    );
+    assert_eq!(service.waiters(), 1);
+
+    // c finds the waiting room full: refused at once, not after the deadline.
+    let mut c = Stream::open(addr).await;
+    let t = std::time::Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(2), c.call(client_start(vec![sa("server@t")])))
+        .await
+        .expect("refused at once");
+    assert!(t.elapsed() < Duration::from_secs(2));
+    assert_eq!(status_code(&r), Code::ResourceExhausted as u32);
+    assert!(r.result.is_none() && r.out_frames.is_empty());
+    c.expect_status_end(Code::ResourceExhausted).await;
+    assert_eq!(service.waiters(), 1, "the refused caller does not count");
+
+    // The honest waiter is served once a slot frees, and completes.
+    drop(a);
+    let r = tokio::time::timeout(Duration::from_secs(3), b.recv())
+        .await
+        .expect("b gets the slot");
+    assert_eq!(status_code(&r), 0);
+    let mut s = Stream::open(addr).await;
+    assert_eq!(status_code(&s.call(server_start(&[])).await), 0);
+    finish(&mut b, &mut s, &r.out_frames).await;
+    assert_eq!(service.waiters(), 0);
+}
+
+#[tokio::test]
+async fn http2_max_concurrent_streams_is_enforced() {
+    let config = HandshakerConfig {
+        max_concurrent_streams: 2,
+        handshake_timeout: Duration::from_secs(10),
+        ..HandshakerConfig::default()
+    };
+    let (addr, _) = start(config).await;
+    let ch = channel(addr).await;
+    let mut s1 = Stream::on(ch.clone()).await;
+    assert_eq!(status_code(&s1.call(server_start(&[])).await), 0);
+    let mut s2 = Stream::on(ch.clone()).await;
+    assert_eq!(status_code(&s2.call(server_start(&[])).await), 0);
+    // A third stream on the same connection waits for a free stream.
+    let third = tokio::spawn(Stream::on(ch.clone()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!third.is_finished(), "third stream must wait (limit 2)");
+    drop(s1);
+    let mut s3 = tokio::time::timeout(Duration::from_secs(3), third)
+        .await
+        .expect("a stream freed")
+        .unwrap();
+    assert_eq!(status_code(&s3.call(server_start(&[])).await), 0);
+    drop(s2);
 }
