@@ -773,10 +773,10 @@ impl AltsHandshakerService {
                         Ok(s) => s,
                         Err((code, details)) => return misuse(tx, code, &details).await,
                     };
-                    if !req.in_bytes.is_empty() {
-                        if let Some(end) = self.hold_slot(&mut slot, Kind::Server, deadline, tx).await {
-                            return end;
-                        }
+                    if !req.in_bytes.is_empty()
+                        && let Some(end) = self.hold_slot(&mut slot, Kind::Server, deadline, tx).await
+                    {
+                        return end;
                     }
                     match self.factory.server(&start) {
                         Ok(e) => step(engine.insert(e).as_mut(), &req.in_bytes),
@@ -785,11 +785,11 @@ impl AltsHandshakerService {
                 }
                 (Some(ReqOneof::Next(next)), Some(e)) => {
                     debug!(in_bytes = next.in_bytes.len(), "recv next");
-                    if !next.in_bytes.is_empty() {
-                        // Only a server handshake can be without a slot here.
-                        if let Some(end) = self.hold_slot(&mut slot, Kind::Server, deadline, tx).await {
-                            return end;
-                        }
+                    // Only a server handshake can be without a slot here.
+                    if !next.in_bytes.is_empty()
+                        && let Some(end) = self.hold_slot(&mut slot, Kind::Server, deadline, tx).await
+                    {
+                        return end;
                     }
                     step(e.as_mut(), &next.in_bytes)
                 }

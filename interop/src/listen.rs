@@ -152,14 +152,12 @@ pub struct UnixSocketListener {
 /// called within a tokio runtime.
 pub fn bind_unix(path: &Path) -> Result<UnixSocketListener, ListenError> {
     let err = |what: &str, e: std::io::Error| ListenError(format!("{what} {}: {e}", path.display()));
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if !dir.exists() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o755)
-                .create(dir)
-                .map_err(|e| err("cannot create the directory of", e))?;
-        }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .map_err(|e| err("cannot create the directory of", e))?;
     }
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_socket() => {

@@ -56,14 +56,15 @@ async fn full_handshake(path: &Path) -> Vec<u8> {
 
 /// A caller not on the list is refused before any response.
 async fn assert_refused(path: &Path) {
-    let err = HsStream::try_open(unix_channel(path).await)
-        .await
-        .err()
-        .expect("refused caller must not get a DoHandshake stream");
+    let Err(err) = HsStream::try_open(unix_channel(path).await).await else {
+        panic!("refused caller must not get a DoHandshake stream");
+    };
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
     assert!(err.message().contains("not on the allow-list"), "{err:?}");
     // The refusal is per call: a second attempt is refused the same way.
-    let err = HsStream::try_open(unix_channel(path).await).await.err().unwrap();
+    let Err(err) = HsStream::try_open(unix_channel(path).await).await else {
+        panic!("refused again");
+    };
     assert_eq!(err.code(), Code::PermissionDenied);
 }
 
@@ -127,11 +128,12 @@ async fn refused_caller_mid_protocol_gets_no_key_bytes() {
             req_oneof: Some(next(&[0u8; 64])),
         },
     ]);
-    let err = tokio::time::timeout(WAIT, client.do_handshake(reqs))
+    let Err(err) = tokio::time::timeout(WAIT, client.do_handshake(reqs))
         .await
         .unwrap()
-        .err()
-        .expect("refused");
+    else {
+        panic!("refused caller must not get a response stream");
+    };
     assert_eq!(err.code(), Code::PermissionDenied);
 }
 

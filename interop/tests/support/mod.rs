@@ -469,14 +469,14 @@ pub async fn drive(stream: &mut HsStream, first: Option<ReqOneof>, peer: &mut dy
         let done = resp.result.is_some() || status_code(&resp) != 0;
         let frames = resp.out_frames.clone();
         responses.push(resp);
-        if !frames.is_empty() {
-            if let Err(e) = peer.handle_input(&frames) {
-                return Ended {
-                    responses,
-                    peer_error: Some(e.to_string()),
-                    peer_key,
-                };
-            }
+        if !frames.is_empty()
+            && let Err(e) = peer.handle_input(&frames)
+        {
+            return Ended {
+                responses,
+                peer_error: Some(e.to_string()),
+                peer_key,
+            };
         }
         if peer_key.is_none() {
             peer_key = peer.take_outcome().map(|o| o.key_data.to_vec());
