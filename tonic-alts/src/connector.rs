@@ -17,6 +17,7 @@ use tonic::transport::Endpoint;
 
 use crate::error::ConfigError;
 use crate::handshake::{client_handshake, client_handshake_coalesced};
+#[cfg(feature = "handshaker-service")]
 use crate::handshaker_client::HandshakerServiceClient;
 use crate::{AltsConfig, AltsError, AltsPeer, AltsStream};
 
@@ -68,6 +69,7 @@ enum Mode {
     /// In process, with these settings.
     Native(AltsConfig),
     /// Through a `grpc.gcp.HandshakerService`.
+    #[cfg(feature = "handshaker-service")]
     Service(HandshakerServiceClient),
 }
 
@@ -110,6 +112,7 @@ impl AltsConnector<HttpConnector> {
     /// Google's on Google Cloud, or `alts-handshaker`). The service holds the
     /// credentials; this connector still checks the peer it reports against
     /// the target identities.
+    #[cfg(feature = "handshaker-service")]
     pub fn via_handshaker_service(addr: impl Into<String>) -> Self {
         Self::with_handshaker_client(HandshakerServiceClient::new(addr))
     }
@@ -117,11 +120,13 @@ impl AltsConnector<HttpConnector> {
     /// Runs the handshake through the handshaker service stock gRPC would
     /// use here: `$GCE_METADATA_HOST` when set, else Google's metadata
     /// server (`metadata.google.internal.:8080`).
+    #[cfg(feature = "handshaker-service")]
     pub fn via_default_handshaker_service() -> Self {
         Self::with_handshaker_client(HandshakerServiceClient::from_env())
     }
 
     /// Like [`AltsConnector::via_handshaker_service`] with a configured client.
+    #[cfg(feature = "handshaker-service")]
     pub fn with_handshaker_client(client: HandshakerServiceClient) -> Self {
         Self::new_with(default_http(), Mode::Service(client))
     }
@@ -231,6 +236,7 @@ impl ClientSide {
                     client_handshake(io, cfg, options, timeout).await?
                 }
             }
+            #[cfg(feature = "handshaker-service")]
             Mode::Service(client) => {
                 let stream = client.client_handshake(io, &self.targets, authority).await?;
                 // Do not rely on the service alone to have checked the targets.

@@ -20,6 +20,7 @@ use tokio_util::task::AbortOnDropHandle;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use crate::handshake::server_handshake;
+#[cfg(feature = "handshaker-service")]
 use crate::handshaker_client::HandshakerServiceClient;
 use crate::metrics::RefusalLog;
 use crate::{AltsConfig, AltsError, AltsStream};
@@ -28,6 +29,7 @@ use crate::{AltsConfig, AltsError, AltsStream};
 #[derive(Clone, Debug)]
 enum Mode {
     Native(AltsConfig),
+    #[cfg(feature = "handshaker-service")]
     Service(HandshakerServiceClient),
 }
 
@@ -85,6 +87,7 @@ impl AltsAcceptor {
 
     /// Runs each handshake through the `grpc.gcp.HandshakerService` that
     /// `service` talks to.
+    #[cfg(feature = "handshaker-service")]
     pub fn via_handshaker_service(service: HandshakerServiceClient) -> Self {
         Self {
             mode: Mode::Service(service),
@@ -96,6 +99,7 @@ impl AltsAcceptor {
 
     /// Runs each handshake through the handshaker service stock gRPC would
     /// use here (`$GCE_METADATA_HOST`, else Google's metadata server).
+    #[cfg(feature = "handshaker-service")]
     pub fn via_default_handshaker_service() -> Self {
         Self::via_handshaker_service(HandshakerServiceClient::from_env())
     }
@@ -128,6 +132,7 @@ impl AltsAcceptor {
     {
         match &self.mode {
             Mode::Native(config) => server_handshake(io, config.snapshot(), config.handshake_timeout).await,
+            #[cfg(feature = "handshaker-service")]
             Mode::Service(client) => client.server_handshake(io).await,
         }
     }
@@ -221,6 +226,7 @@ impl AltsIncoming<TcpStream> {
 
     /// Serves ALTS on `listener`, running each server handshake through the
     /// `grpc.gcp.HandshakerService` that `service` talks to.
+    #[cfg(feature = "handshaker-service")]
     pub fn with_handshaker_service(
         listener: TcpListener,
         service: HandshakerServiceClient,
