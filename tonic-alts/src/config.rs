@@ -12,6 +12,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use alts_core::cert::{LocalCredentials, RootKey};
@@ -72,6 +73,8 @@ pub struct CredentialFiles {
     whole_dir: bool,
     chain_cache: Option<usize>,
     static_dh_cache: Option<usize>,
+    crl_max_age: Option<Duration>,
+    enforce_crl_max_age: bool,
 }
 
 impl CredentialFiles {
@@ -87,6 +90,8 @@ impl CredentialFiles {
             whole_dir: false,
             chain_cache: None,
             static_dh_cache: None,
+            crl_max_age: None,
+            enforce_crl_max_age: false,
         }
     }
 
@@ -130,6 +135,23 @@ impl CredentialFiles {
     /// Adds a signed revocation list file.
     pub fn crl(mut self, path: impl Into<PathBuf>) -> Self {
         self.crl = Some(path.into());
+        self
+    }
+
+    /// The revocation list should be younger than `max_age` (its
+    /// `issued_at`): an older one is logged (once per loaded list) and shows
+    /// in the `alts_crl_age_seconds` metric. Handshakes go on unless
+    /// [`enforce_crl_max_age`](Self::enforce_crl_max_age) is set.
+    pub fn crl_max_age(mut self, max_age: Duration) -> Self {
+        self.crl_max_age = Some(max_age);
+        self
+    }
+
+    /// Fails closed when the revocation list is older than
+    /// [`crl_max_age`](Self::crl_max_age), or missing: every new handshake is
+    /// refused with [`ConfigError::CrlTooOld`] until a fresh list is loaded.
+    pub fn enforce_crl_max_age(mut self) -> Self {
+        self.enforce_crl_max_age = true;
         self
     }
 
@@ -256,6 +278,22 @@ fn read(p: &Path) -> Result<Vec<u8>, AltsError> {
 struct Material {
     credentials: Arc<LocalCredentials>,
     verifier: Arc<Verifier>,
+    /// The stale-CRL warning was logged for this material.
+    crl_stale_warned: AtomicBool,
+}
+
+impl Material {
+    fn new(credentials: Arc<LocalCredentials>, verifier: Arc<Verifier>) -> Self {
+        Self {
+            credentials,
+            verifier,
+            crl_stale_warned: AtomicBool::new(false),
+        }
+    }
+
+    fn crl_issued_at(&self) -> Option<i64> {
+        self.verifier.crl().map(|c| c.issued_at().0)
+    }
 }
 
 /// A snapshot assembled from one settings version and one material version.
@@ -302,10 +340,7 @@ impl AltsConfig {
     /// Settings from an assembled [`HandshakeConfig`] (credentials, verifier
     /// and every protocol setting), for callers that build those themselves.
     pub fn new(config: HandshakeConfig) -> Self {
-        let material = Material {
-            credentials: config.credentials.clone(),
-            verifier: config.verifier.clone(),
-        };
+        let material = Material::new(config.credentials.clone(), config.verifier.clone());
         Self {
             settings: Arc::new(ArcSwap::from_pointee(config)),
             material: Arc::new(ArcSwap::from_pointee(material)),
@@ -320,6 +355,12 @@ impl AltsConfig {
     /// [`reloader`](Self::reloader) re-reads them.
     pub fn from_files(files: CredentialFiles) -> Result<Self, AltsError> {
         let (creds, verifier) = files.load()?;
+        if files.crl_path().is_none() {
+            tracing::warn!(
+                creds = %files.creds_dir.display(),
+                "no revocation list configured: revoked peers are accepted until their certificates expire"
+            );
+        }
         let mut cfg = Self::new(HandshakeConfig::new(creds, verifier, default_provider()));
         cfg.files = Some(Arc::new(files));
         Ok(cfg)
@@ -440,10 +481,10 @@ impl AltsConfig {
     pub fn update(&self, f: impl FnOnce(&mut HandshakeConfig)) {
         let mut next = HandshakeConfig::clone(&self.snapshot());
         f(&mut next);
-        self.material.store(Arc::new(Material {
-            credentials: next.credentials.clone(),
-            verifier: next.verifier.clone(),
-        }));
+        self.material.store(Arc::new(Material::new(
+            next.credentials.clone(),
+            next.verifier.clone(),
+        )));
         self.settings.store(Arc::new(next));
     }
 
@@ -476,6 +517,74 @@ impl AltsConfig {
             config: config.clone(),
         })));
         config
+    }
+
+    /// Checks the revocation list's age against the configured maximum
+    /// (see [`CredentialFiles::crl_max_age`]); called before each handshake.
+    pub(crate) fn check_crl_age(&self) -> Result<(), AltsError> {
+        let Some(files) = &self.files else { return Ok(()) };
+        let Some(max) = files.crl_max_age else {
+            return Ok(());
+        };
+        let material = self.material.load();
+        let now = crate::handshake::unix_now().0;
+        let age = material
+            .crl_issued_at()
+            .map_or(u64::MAX, |t| u64::try_from(now.saturating_sub(t)).unwrap_or(0));
+        if age <= max.as_secs() {
+            return Ok(());
+        }
+        if !material.crl_stale_warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                age_secs = age,
+                max_secs = max.as_secs(),
+                enforced = files.enforce_crl_max_age,
+                "ALTS revocation list is older than its maximum age"
+            );
+        }
+        if files.enforce_crl_max_age {
+            return Err(ConfigError::CrlTooOld {
+                age_secs: age,
+                max_secs: max.as_secs(),
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// One line describing what this config uses now: identity, certificate
+    /// expiry, issuance policy, revocation list, record protocols, PFS and
+    /// resumption. Log it at startup.
+    pub fn summary(&self) -> String {
+        let material = self.material.load();
+        let settings = self.settings.load();
+        let info = material.credentials.info();
+        let expiry = [info.validity.not_after, info.principal.validity.not_after]
+            .into_iter()
+            .flatten()
+            .map(|t| t.0)
+            .min();
+        let policy = match &self.files {
+            Some(f) => match f.issuance_policy_path() {
+                Some(p) => p.display().to_string(),
+                None if f.accept_any_issuer => "NONE (accepting any issuer)".to_owned(),
+                None => "none".to_owned(),
+            },
+            None => "in code".to_owned(),
+        };
+        let crl = match material.crl_issued_at() {
+            Some(t) => format!("issued_at={t}"),
+            None => "NONE (revocation not checked)".to_owned(),
+        };
+        let protocols: Vec<&str> = settings.record_protocols.iter().map(|p| p.name()).collect();
+        format!(
+            "identity={} cert_not_after={} issuance_policy={policy} crl={crl} record_protocols={} pfs={} resumption={}",
+            material.credentials.identity(),
+            expiry.map_or_else(|| "never".to_owned(), |t| t.to_string()),
+            protocols.join(","),
+            settings.pfs,
+            settings.resumption.is_some(),
+        )
     }
 
     /// Our identity (from the current handshake certificate).
@@ -511,7 +620,7 @@ impl AltsConfig {
 impl std::fmt::Debug for AltsConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AltsConfig")
-            .field("settings", &self.snapshot())
+            .field("summary", &self.summary())
             .field("handshake_timeout", &self.handshake_timeout)
             .finish_non_exhaustive()
     }
@@ -528,13 +637,37 @@ pub struct AltsReloader {
 }
 
 impl AltsReloader {
-    /// Reloads now. On error the current material stays in force.
+    /// Reloads now. On error the current material stays in force. A
+    /// revocation list older than the one in use is refused
+    /// ([`FileError::CrlRollback`]): an attacker who can replace files must
+    /// not bring back a list from before a revocation. Concurrent reloads
+    /// are safe: the newest list wins.
     pub fn reload(&self) -> Result<(), AltsError> {
         let (credentials, verifier) = self.files.load()?;
-        self.material.store(Arc::new(Material {
-            credentials,
-            verifier,
-        }));
+        let next = Arc::new(Material::new(credentials, verifier));
+        let offered = next.crl_issued_at();
+        let mut refused = None;
+        self.material.rcu(|current| {
+            refused = match (current.crl_issued_at(), offered) {
+                (Some(loaded), Some(offered)) if offered < loaded => {
+                    Some(FileError::CrlRollback { loaded, offered })
+                }
+                (Some(_), None) => Some(FileError::CrlMissing),
+                _ => None,
+            };
+            if refused.is_some() {
+                current.clone()
+            } else {
+                next.clone()
+            }
+        });
+        if let Some(reason) = refused {
+            let path = self
+                .files
+                .crl_path()
+                .unwrap_or_else(|| self.files.creds_dir.clone());
+            return Err(AltsError::file(path, reason));
+        }
         tracing::info!("ALTS credentials reloaded");
         Ok(())
     }

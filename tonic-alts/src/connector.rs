@@ -28,7 +28,9 @@ type PeerHook = Arc<dyn Fn(&AltsPeer) + Send + Sync>;
 /// connection with an inner connector (`C`, a hyper [`HttpConnector`] by
 /// default, or any `Service<Uri>` such as a Unix-socket dialer), runs the
 /// client handshake over it, and refuses the connection before HTTP/2
-/// unless the server proves one of the target identities.
+/// unless the server proves one of the target identities. A connector must
+/// name its server ([`target_identity`](Self::target_identity)) or say
+/// explicitly that any server will do ([`accept_any_server`](Self::accept_any_server)).
 ///
 /// Dial `http://` URIs: ALTS replaces TLS, and an `https://` URI is refused
 /// with [`ConfigError::HttpsUri`] (with a tonic TLS feature enabled, tonic
@@ -59,6 +61,7 @@ pub struct AltsConnector<C = HttpConnector> {
 struct ClientSide {
     mode: Mode,
     targets: Vec<String>,
+    accept_any: bool,
     on_connect: Option<PeerHook>,
     last_peer: Arc<ArcSwapOption<AltsPeer>>,
 }
@@ -157,6 +160,7 @@ impl<C> AltsConnector<C> {
             alts: ClientSide {
                 mode,
                 targets: Vec::new(),
+                accept_any: false,
                 on_connect: None,
                 last_peer: Arc::new(ArcSwapOption::empty()),
             },
@@ -180,6 +184,16 @@ impl<C> AltsConnector<C> {
     /// Accepts any of `identities` as the server.
     pub fn target_identities(mut self, identities: impl IntoIterator<Item = impl Into<String>>) -> Self {
         self.alts.targets.extend(identities.into_iter().map(Into::into));
+        self
+    }
+
+    /// Accepts any server identity the issuance policy allows, instead of
+    /// naming the server with [`target_identity`](Self::target_identity).
+    /// Without targets and without this call, connecting fails with
+    /// [`ConfigError::NoTargetIdentity`]: a client that does not name its
+    /// server accepts any workload under the root as that server.
+    pub fn accept_any_server(mut self) -> Self {
+        self.alts.accept_any = true;
         self
     }
 
@@ -223,8 +237,12 @@ impl ClientSide {
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
+        if self.targets.is_empty() && !self.accept_any {
+            return Err(ConfigError::NoTargetIdentity.into());
+        }
         let mut stream = match &self.mode {
             Mode::Native(config) => {
+                config.check_crl_age()?;
                 let options = ClientOptions {
                     target_identities: self.targets.clone(),
                     session_key: Some(authority.to_owned()),

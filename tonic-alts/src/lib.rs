@@ -141,6 +141,9 @@ pub use handshaker_client::{
     DEFAULT_HANDSHAKER_SERVICE, HANDSHAKER_ADDRESS_ENV, HandshakerServiceClient,
     client_handshake_via_service, default_handshaker_address, server_handshake_via_service,
 };
-pub use incoming::{AltsAcceptor, AltsIncoming, DEFAULT_BACKLOG, DEFAULT_MAX_IN_FLIGHT};
+pub use incoming::{
+    AltsAcceptor, AltsIncoming, DEFAULT_BACKLOG, DEFAULT_FIRST_BYTES_TIMEOUT, DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_MAX_PENDING, DEFAULT_MAX_PER_SOURCE,
+};
 pub use peer::AltsPeer;
 pub use stream::AltsStream;
