@@ -22,6 +22,8 @@ use alts_core::handshake::{ClientPredicate, HandshakeConfig, ResumptionConfig};
 use alts_core::policy::IssuancePolicy;
 use alts_core::record::RecordProtocol;
 use alts_core::resumption::{ClientSessionCache, ResumptionKeys};
+
+use crate::keyring::KeyRing;
 use alts_core::verify::{VerifiedPeer, Verifier};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio_util::task::AbortOnDropHandle;
@@ -45,6 +47,9 @@ pub mod file_names {
     pub const ISSUANCE_POLICY: &str = "issuance-policy.toml";
     /// The signed revocation list, used when present.
     pub const CRL: &str = "crl.bin";
+    /// The resumption key ring shared by the replicas of an identity
+    /// (see [`keyring`](crate::keyring)), used when present.
+    pub const KEY_RING: &str = "resumption.keys";
 }
 
 /// Where credentials live on disk, in the layout the `alts` command writes:
@@ -68,6 +73,7 @@ pub struct CredentialFiles {
     root: PathBuf,
     policy: Option<PathBuf>,
     crl: Option<PathBuf>,
+    key_ring: Option<PathBuf>,
     accept_any_issuer: bool,
     /// `from_dir`: also use the optional files of the directory if present.
     whole_dir: bool,
@@ -86,6 +92,7 @@ impl CredentialFiles {
             root: root.into(),
             policy: None,
             crl: None,
+            key_ring: None,
             accept_any_issuer: false,
             whole_dir: false,
             chain_cache: None,
@@ -97,7 +104,7 @@ impl CredentialFiles {
 
     /// Everything from one directory: `handshake.cert`, `handshake.key` and
     /// `root.pub` (as `alts issue handshake` writes them), plus
-    /// `issuance-policy.toml` and `crl.bin` when present. Files given with
+    /// `issuance-policy.toml`, `crl.bin` and `resumption.keys` when present. Files given with
     /// [`issuance_policy`](Self::issuance_policy) or [`crl`](Self::crl) take
     /// precedence.
     pub fn from_dir(dir: impl Into<PathBuf>) -> Self {
@@ -155,6 +162,14 @@ impl CredentialFiles {
         self
     }
 
+    /// A resumption key ring file (see [`keyring`](crate::keyring)): turns
+    /// on session resumption with the ring's keys, shared with every replica
+    /// of this identity, and picks up rotations on reload.
+    pub fn resumption_key_ring(mut self, path: impl Into<PathBuf>) -> Self {
+        self.key_ring = Some(path.into());
+        self
+    }
+
     /// Entries in each of the verifier's caches (verified principal
     /// certificates, verified chains); 0 disables them. Default 1024.
     pub fn chain_cache_size(mut self, entries: usize) -> Self {
@@ -192,6 +207,13 @@ impl CredentialFiles {
         self.crl.clone().or_else(|| self.optional(file_names::CRL))
     }
 
+    /// The key ring file in use, if any.
+    pub fn key_ring_path(&self) -> Option<PathBuf> {
+        self.key_ring
+            .clone()
+            .or_else(|| self.optional(file_names::KEY_RING))
+    }
+
     fn optional(&self, name: &str) -> Option<PathBuf> {
         let p = self.creds_dir.join(name);
         (self.whole_dir && p.exists()).then_some(p)
@@ -207,9 +229,11 @@ impl CredentialFiles {
             // Watch the optional files even while absent: their arrival counts.
             v.push(self.creds_dir.join(file_names::ISSUANCE_POLICY));
             v.push(self.creds_dir.join(file_names::CRL));
+            v.push(self.creds_dir.join(file_names::KEY_RING));
         }
         v.extend(self.policy.clone());
         v.extend(self.crl.clone());
+        v.extend(self.key_ring.clone());
         v
     }
 
@@ -258,6 +282,27 @@ impl CredentialFiles {
         Ok((Arc::new(creds), Arc::new(verifier)))
     }
 
+    /// Reads the key ring, if one is configured.
+    fn load_key_ring(&self) -> Result<Option<Arc<ResumptionKeys>>, AltsError> {
+        let Some(p) = self.key_ring_path() else {
+            return Ok(None);
+        };
+        let bytes = Zeroizing::new(read(&p)?);
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|_| AltsError::file(&p, FileError::Parse("not UTF-8".into())))?;
+        let ring = KeyRing::from_toml(text)
+            .and_then(|r| r.to_keys())
+            .map_err(|e| AltsError::file(&p, FileError::Parse(e.to_string())))?;
+        Ok(Some(Arc::new(ring)))
+    }
+
+    fn load_material(&self) -> Result<Material, AltsError> {
+        let (credentials, verifier) = self.load()?;
+        let mut m = Material::new(credentials, verifier);
+        m.key_ring = self.load_key_ring()?;
+        Ok(m)
+    }
+
     fn stamp(&self) -> Vec<Option<(SystemTime, u64)>> {
         self.paths()
             .iter()
@@ -278,6 +323,8 @@ fn read(p: &Path) -> Result<Vec<u8>, AltsError> {
 struct Material {
     credentials: Arc<LocalCredentials>,
     verifier: Arc<Verifier>,
+    /// Resumption keys from a key ring file (replacing the settings' keys).
+    key_ring: Option<Arc<ResumptionKeys>>,
     /// The stale-CRL warning was logged for this material.
     crl_stale_warned: AtomicBool,
 }
@@ -287,6 +334,7 @@ impl Material {
         Self {
             credentials,
             verifier,
+            key_ring: None,
             crl_stale_warned: AtomicBool::new(false),
         }
     }
@@ -354,14 +402,23 @@ impl AltsConfig {
     /// crypto provider and protocol defaults. An [`AltsReloader`] from
     /// [`reloader`](Self::reloader) re-reads them.
     pub fn from_files(files: CredentialFiles) -> Result<Self, AltsError> {
-        let (creds, verifier) = files.load()?;
+        let material = files.load_material()?;
         if files.crl_path().is_none() {
             tracing::warn!(
                 creds = %files.creds_dir.display(),
                 "no revocation list configured: revoked peers are accepted until their certificates expire"
             );
         }
-        let mut cfg = Self::new(HandshakeConfig::new(creds, verifier, default_provider()));
+        let mut settings = HandshakeConfig::new(
+            material.credentials.clone(),
+            material.verifier.clone(),
+            default_provider(),
+        );
+        if let Some(keys) = &material.key_ring {
+            settings.resumption = Some(ResumptionConfig::new(keys.clone()));
+        }
+        let mut cfg = Self::new(settings);
+        cfg.material = Arc::new(ArcSwap::from_pointee(material));
         cfg.files = Some(Arc::new(files));
         Ok(cfg)
     }
@@ -510,6 +567,11 @@ impl AltsConfig {
         let mut config = HandshakeConfig::clone(&settings);
         config.credentials = material.credentials.clone();
         config.verifier = material.verifier.clone();
+        // A reloaded key ring replaces the keys; the ticket stores and the
+        // replay guard stay.
+        if let (Some(keys), Some(r)) = (&material.key_ring, &mut config.resumption) {
+            r.keys = keys.clone();
+        }
         let config = Arc::new(config);
         self.assembled.store(Some(Arc::new(Assembled {
             settings: Arc::clone(&settings),
@@ -643,8 +705,7 @@ impl AltsReloader {
     /// not bring back a list from before a revocation. Concurrent reloads
     /// are safe: the newest list wins.
     pub fn reload(&self) -> Result<(), AltsError> {
-        let (credentials, verifier) = self.files.load()?;
-        let next = Arc::new(Material::new(credentials, verifier));
+        let next = Arc::new(self.files.load_material()?);
         let offered = next.crl_issued_at();
         let mut refused = None;
         self.material.rcu(|current| {

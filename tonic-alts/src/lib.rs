@@ -120,6 +120,7 @@ pub mod handshaker_client;
 #[cfg(feature = "health")]
 pub mod health;
 mod incoming;
+pub mod keyring;
 pub mod metrics;
 mod peer;
 mod stream;
