@@ -225,7 +225,13 @@ impl Pki {
 
     /// Writes a signed revocation list of `ids` to `dir/<name>`.
     pub fn write_crl(&self, name: &str, ids: &[u64]) -> anyhow::Result<PathBuf> {
-        let bytes = RevocationList::build_signed(ids.iter().copied(), &self.root_key, now())?;
+        self.write_crl_at(name, ids, now())
+    }
+
+    /// Writes a signed revocation list of `ids`, issued at `issued_at`, to
+    /// `dir/<name>`.
+    pub fn write_crl_at(&self, name: &str, ids: &[u64], issued_at: UnixTime) -> anyhow::Result<PathBuf> {
+        let bytes = RevocationList::build_signed(ids.iter().copied(), &self.root_key, issued_at)?;
         let path = self.dir.join(name);
         std::fs::write(&path, bytes)?;
         Ok(path)

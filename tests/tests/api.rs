@@ -208,9 +208,12 @@ async fn refusals_have_kinds() {
     // A client from another CA: refused by the server, which tells the client.
     let mut other = Fixture::new();
     let stranger = other.issue("frontend-prod");
-    let err = try_connect(server.addr, AltsConnector::new(other.config(&stranger)))
-        .await
-        .expect_err("stranger");
+    let err = try_connect(
+        server.addr,
+        AltsConnector::new(other.config(&stranger)).accept_any_server(),
+    )
+    .await
+    .expect_err("stranger");
     assert_eq!(
         kind_of(&err),
         Some(AltsErrorKind::RefusedByPeer),
@@ -223,7 +226,7 @@ async fn refusals_have_kinds() {
         .write_crl("server.crl", &[s.handshake_revocation_id])
         .expect("crl");
     let careful = AltsConfig::from_files(fx.files(&c).crl(crl)).expect("load");
-    let err = try_connect(server.addr, AltsConnector::new(careful))
+    let err = try_connect(server.addr, AltsConnector::new(careful).accept_any_server())
         .await
         .expect_err("revoked server");
     assert_eq!(
@@ -237,7 +240,7 @@ async fn refusals_have_kinds() {
     let closed = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = closed.local_addr().expect("addr");
     drop(closed);
-    let err = try_connect(addr, AltsConnector::new(fx.config(&c)))
+    let err = try_connect(addr, AltsConnector::new(fx.config(&c)).accept_any_server())
         .await
         .expect_err("nothing listening");
     assert_eq!(kind_of(&err), Some(AltsErrorKind::Io), "{}", chain(&err));
@@ -297,7 +300,7 @@ async fn from_dir_uses_the_directory_files() {
     )
     .expect("write policy");
     let server = serve_plain(AltsConfig::from_files(CredentialFiles::from_dir(&s.dir)).expect("load")).await;
-    let err = try_connect(server.addr, AltsConnector::new(fx.config(&c)))
+    let err = try_connect(server.addr, AltsConnector::new(fx.config(&c)).accept_any_server())
         .await
         .expect_err("scheduler is not an allowed issuer");
     assert_eq!(
@@ -352,7 +355,7 @@ async fn client_sees_the_server_peer() {
     assert!(!peer.pfs);
 
     // Accepting any server: no matched target.
-    let any = AltsConnector::new(fx.config(&c));
+    let any = AltsConnector::new(fx.config(&c)).accept_any_server();
     try_connect(server.addr, any.clone()).await.expect("connect");
     assert_eq!(any.last_peer().expect("peer").matched_target, None);
 }
@@ -369,9 +372,12 @@ async fn cache_sizes_and_clearing() {
     let cached = fx.config(&c);
     for config in [&no_cache, &cached] {
         for _ in 0..2 {
-            try_connect(server.addr, AltsConnector::new(config.clone()))
-                .await
-                .expect("connect");
+            try_connect(
+                server.addr,
+                AltsConnector::new(config.clone()).accept_any_server(),
+            )
+            .await
+            .expect("connect");
         }
     }
     let len = |c: &AltsConfig| c.snapshot().verifier.chain_cache_len();

@@ -301,7 +301,10 @@ async fn channel(addr: SocketAddr, alts: Option<&AltsConfig>) -> Channel {
         .expect("uri")
         .connect_timeout(WAIT);
     match alts {
-        Some(c) => e.connect_with_connector(AltsConnector::new(c.clone())).await,
+        Some(c) => {
+            e.connect_with_connector(AltsConnector::new(c.clone()).accept_any_server())
+                .await
+        }
         None => e.connect().await,
     }
     .expect("connect")

@@ -191,7 +191,10 @@ async fn revoked_peers_refused_at_handshake() {
     for revoked in [&stolen_key, &stolen_principal] {
         let err = bounded(
             "revoked",
-            try_connect(server.addr, AltsConnector::new(fx.config(revoked))),
+            try_connect(
+                server.addr,
+                AltsConnector::new(fx.config(revoked)).accept_any_server(),
+            ),
         )
         .await
         .expect_err("revoked client must not connect");
@@ -215,7 +218,7 @@ async fn revoked_peers_refused_at_handshake() {
     let wary = AltsConfig::from_files(fx.files(&good).crl(crl)).expect("client config");
     let err = bounded(
         "revoked server",
-        try_connect(server.addr, AltsConnector::new(wary)),
+        try_connect(server.addr, AltsConnector::new(wary).accept_any_server()),
     )
     .await
     .expect_err("client must refuse a revoked server");
@@ -239,7 +242,10 @@ async fn policy_refused_client_refused_at_handshake() {
 
     let err = bounded(
         "rogue",
-        try_connect(server.addr, AltsConnector::new(fx.config(&rogue))),
+        try_connect(
+            server.addr,
+            AltsConnector::new(fx.config(&rogue)).accept_any_server(),
+        ),
     )
     .await
     .expect_err("client from an untrusted issuer must not connect");

@@ -279,7 +279,7 @@ async fn slow_reader_backpressure() {
     let mut fx = Fixture::new();
     let (s, c) = (fx.issue("echo-prod"), fx.issue("frontend-prod"));
     let server = serve_plain(fx.config(&s)).await;
-    let connector = tonic_alts::AltsConnector::new(fx.config(&c));
+    let connector = tonic_alts::AltsConnector::new(fx.config(&c)).target_identity("echo-prod");
     let mut client = try_connect_with(server.addr, connector, |e| {
         e.initial_stream_window_size(32 << 20)
             .initial_connection_window_size(32 << 20)

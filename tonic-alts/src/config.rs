@@ -12,6 +12,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use alts_core::cert::{LocalCredentials, RootKey};
@@ -21,6 +22,8 @@ use alts_core::handshake::{ClientPredicate, HandshakeConfig, ResumptionConfig};
 use alts_core::policy::IssuancePolicy;
 use alts_core::record::RecordProtocol;
 use alts_core::resumption::{ClientSessionCache, ResumptionKeys};
+
+use crate::keyring::KeyRing;
 use alts_core::verify::{VerifiedPeer, Verifier};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio_util::task::AbortOnDropHandle;
@@ -44,6 +47,9 @@ pub mod file_names {
     pub const ISSUANCE_POLICY: &str = "issuance-policy.toml";
     /// The signed revocation list, used when present.
     pub const CRL: &str = "crl.bin";
+    /// The resumption key ring shared by the replicas of an identity
+    /// (see [`keyring`](crate::keyring)), used when present.
+    pub const KEY_RING: &str = "resumption.keys";
 }
 
 /// Where credentials live on disk, in the layout the `alts` command writes:
@@ -67,11 +73,14 @@ pub struct CredentialFiles {
     root: PathBuf,
     policy: Option<PathBuf>,
     crl: Option<PathBuf>,
+    key_ring: Option<PathBuf>,
     accept_any_issuer: bool,
     /// `from_dir`: also use the optional files of the directory if present.
     whole_dir: bool,
     chain_cache: Option<usize>,
     static_dh_cache: Option<usize>,
+    crl_max_age: Option<Duration>,
+    enforce_crl_max_age: bool,
 }
 
 impl CredentialFiles {
@@ -83,16 +92,19 @@ impl CredentialFiles {
             root: root.into(),
             policy: None,
             crl: None,
+            key_ring: None,
             accept_any_issuer: false,
             whole_dir: false,
             chain_cache: None,
             static_dh_cache: None,
+            crl_max_age: None,
+            enforce_crl_max_age: false,
         }
     }
 
     /// Everything from one directory: `handshake.cert`, `handshake.key` and
     /// `root.pub` (as `alts issue handshake` writes them), plus
-    /// `issuance-policy.toml` and `crl.bin` when present. Files given with
+    /// `issuance-policy.toml`, `crl.bin` and `resumption.keys` when present. Files given with
     /// [`issuance_policy`](Self::issuance_policy) or [`crl`](Self::crl) take
     /// precedence.
     pub fn from_dir(dir: impl Into<PathBuf>) -> Self {
@@ -133,6 +145,31 @@ impl CredentialFiles {
         self
     }
 
+    /// The revocation list should be younger than `max_age` (its
+    /// `issued_at`): an older one is logged (once per loaded list) and shows
+    /// in the `alts_crl_age_seconds` metric. Handshakes go on unless
+    /// [`enforce_crl_max_age`](Self::enforce_crl_max_age) is set.
+    pub fn crl_max_age(mut self, max_age: Duration) -> Self {
+        self.crl_max_age = Some(max_age);
+        self
+    }
+
+    /// Fails closed when the revocation list is older than
+    /// [`crl_max_age`](Self::crl_max_age), or missing: every new handshake is
+    /// refused with [`ConfigError::CrlTooOld`] until a fresh list is loaded.
+    pub fn enforce_crl_max_age(mut self) -> Self {
+        self.enforce_crl_max_age = true;
+        self
+    }
+
+    /// A resumption key ring file (see [`keyring`](crate::keyring)): turns
+    /// on session resumption with the ring's keys, shared with every replica
+    /// of this identity, and picks up rotations on reload.
+    pub fn resumption_key_ring(mut self, path: impl Into<PathBuf>) -> Self {
+        self.key_ring = Some(path.into());
+        self
+    }
+
     /// Entries in each of the verifier's caches (verified principal
     /// certificates, verified chains); 0 disables them. Default 1024.
     pub fn chain_cache_size(mut self, entries: usize) -> Self {
@@ -170,6 +207,13 @@ impl CredentialFiles {
         self.crl.clone().or_else(|| self.optional(file_names::CRL))
     }
 
+    /// The key ring file in use, if any.
+    pub fn key_ring_path(&self) -> Option<PathBuf> {
+        self.key_ring
+            .clone()
+            .or_else(|| self.optional(file_names::KEY_RING))
+    }
+
     fn optional(&self, name: &str) -> Option<PathBuf> {
         let p = self.creds_dir.join(name);
         (self.whole_dir && p.exists()).then_some(p)
@@ -185,9 +229,11 @@ impl CredentialFiles {
             // Watch the optional files even while absent: their arrival counts.
             v.push(self.creds_dir.join(file_names::ISSUANCE_POLICY));
             v.push(self.creds_dir.join(file_names::CRL));
+            v.push(self.creds_dir.join(file_names::KEY_RING));
         }
         v.extend(self.policy.clone());
         v.extend(self.crl.clone());
+        v.extend(self.key_ring.clone());
         v
     }
 
@@ -236,6 +282,27 @@ impl CredentialFiles {
         Ok((Arc::new(creds), Arc::new(verifier)))
     }
 
+    /// Reads the key ring, if one is configured.
+    fn load_key_ring(&self) -> Result<Option<Arc<ResumptionKeys>>, AltsError> {
+        let Some(p) = self.key_ring_path() else {
+            return Ok(None);
+        };
+        let bytes = Zeroizing::new(read(&p)?);
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|_| AltsError::file(&p, FileError::Parse("not UTF-8".into())))?;
+        let ring = KeyRing::from_toml(text)
+            .and_then(|r| r.to_keys())
+            .map_err(|e| AltsError::file(&p, FileError::Parse(e.to_string())))?;
+        Ok(Some(Arc::new(ring)))
+    }
+
+    fn load_material(&self) -> Result<Material, AltsError> {
+        let (credentials, verifier) = self.load()?;
+        let mut m = Material::new(credentials, verifier);
+        m.key_ring = self.load_key_ring()?;
+        Ok(m)
+    }
+
     fn stamp(&self) -> Vec<Option<(SystemTime, u64)>> {
         self.paths()
             .iter()
@@ -256,6 +323,25 @@ fn read(p: &Path) -> Result<Vec<u8>, AltsError> {
 struct Material {
     credentials: Arc<LocalCredentials>,
     verifier: Arc<Verifier>,
+    /// Resumption keys from a key ring file (replacing the settings' keys).
+    key_ring: Option<Arc<ResumptionKeys>>,
+    /// The stale-CRL warning was logged for this material.
+    crl_stale_warned: AtomicBool,
+}
+
+impl Material {
+    fn new(credentials: Arc<LocalCredentials>, verifier: Arc<Verifier>) -> Self {
+        Self {
+            credentials,
+            verifier,
+            key_ring: None,
+            crl_stale_warned: AtomicBool::new(false),
+        }
+    }
+
+    fn crl_issued_at(&self) -> Option<i64> {
+        self.verifier.crl().map(|c| c.issued_at().0)
+    }
 }
 
 /// A snapshot assembled from one settings version and one material version.
@@ -302,10 +388,7 @@ impl AltsConfig {
     /// Settings from an assembled [`HandshakeConfig`] (credentials, verifier
     /// and every protocol setting), for callers that build those themselves.
     pub fn new(config: HandshakeConfig) -> Self {
-        let material = Material {
-            credentials: config.credentials.clone(),
-            verifier: config.verifier.clone(),
-        };
+        let material = Material::new(config.credentials.clone(), config.verifier.clone());
         Self {
             settings: Arc::new(ArcSwap::from_pointee(config)),
             material: Arc::new(ArcSwap::from_pointee(material)),
@@ -319,8 +402,23 @@ impl AltsConfig {
     /// crypto provider and protocol defaults. An [`AltsReloader`] from
     /// [`reloader`](Self::reloader) re-reads them.
     pub fn from_files(files: CredentialFiles) -> Result<Self, AltsError> {
-        let (creds, verifier) = files.load()?;
-        let mut cfg = Self::new(HandshakeConfig::new(creds, verifier, default_provider()));
+        let material = files.load_material()?;
+        if files.crl_path().is_none() {
+            tracing::warn!(
+                creds = %files.creds_dir.display(),
+                "no revocation list configured: revoked peers are accepted until their certificates expire"
+            );
+        }
+        let mut settings = HandshakeConfig::new(
+            material.credentials.clone(),
+            material.verifier.clone(),
+            default_provider(),
+        );
+        if let Some(keys) = &material.key_ring {
+            settings.resumption = Some(ResumptionConfig::new(keys.clone()));
+        }
+        let mut cfg = Self::new(settings);
+        cfg.material = Arc::new(ArcSwap::from_pointee(material));
         cfg.files = Some(Arc::new(files));
         Ok(cfg)
     }
@@ -440,10 +538,10 @@ impl AltsConfig {
     pub fn update(&self, f: impl FnOnce(&mut HandshakeConfig)) {
         let mut next = HandshakeConfig::clone(&self.snapshot());
         f(&mut next);
-        self.material.store(Arc::new(Material {
-            credentials: next.credentials.clone(),
-            verifier: next.verifier.clone(),
-        }));
+        self.material.store(Arc::new(Material::new(
+            next.credentials.clone(),
+            next.verifier.clone(),
+        )));
         self.settings.store(Arc::new(next));
     }
 
@@ -469,6 +567,11 @@ impl AltsConfig {
         let mut config = HandshakeConfig::clone(&settings);
         config.credentials = material.credentials.clone();
         config.verifier = material.verifier.clone();
+        // A reloaded key ring replaces the keys; the ticket stores and the
+        // replay guard stay.
+        if let (Some(keys), Some(r)) = (&material.key_ring, &mut config.resumption) {
+            r.keys = keys.clone();
+        }
         let config = Arc::new(config);
         self.assembled.store(Some(Arc::new(Assembled {
             settings: Arc::clone(&settings),
@@ -476,6 +579,74 @@ impl AltsConfig {
             config: config.clone(),
         })));
         config
+    }
+
+    /// Checks the revocation list's age against the configured maximum
+    /// (see [`CredentialFiles::crl_max_age`]); called before each handshake.
+    pub(crate) fn check_crl_age(&self) -> Result<(), AltsError> {
+        let Some(files) = &self.files else { return Ok(()) };
+        let Some(max) = files.crl_max_age else {
+            return Ok(());
+        };
+        let material = self.material.load();
+        let now = crate::handshake::unix_now().0;
+        let age = material
+            .crl_issued_at()
+            .map_or(u64::MAX, |t| u64::try_from(now.saturating_sub(t)).unwrap_or(0));
+        if age <= max.as_secs() {
+            return Ok(());
+        }
+        if !material.crl_stale_warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                age_secs = age,
+                max_secs = max.as_secs(),
+                enforced = files.enforce_crl_max_age,
+                "ALTS revocation list is older than its maximum age"
+            );
+        }
+        if files.enforce_crl_max_age {
+            return Err(ConfigError::CrlTooOld {
+                age_secs: age,
+                max_secs: max.as_secs(),
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// One line describing what this config uses now: identity, certificate
+    /// expiry, issuance policy, revocation list, record protocols, PFS and
+    /// resumption. Log it at startup.
+    pub fn summary(&self) -> String {
+        let material = self.material.load();
+        let settings = self.settings.load();
+        let info = material.credentials.info();
+        let expiry = [info.validity.not_after, info.principal.validity.not_after]
+            .into_iter()
+            .flatten()
+            .map(|t| t.0)
+            .min();
+        let policy = match &self.files {
+            Some(f) => match f.issuance_policy_path() {
+                Some(p) => p.display().to_string(),
+                None if f.accept_any_issuer => "NONE (accepting any issuer)".to_owned(),
+                None => "none".to_owned(),
+            },
+            None => "in code".to_owned(),
+        };
+        let crl = match material.crl_issued_at() {
+            Some(t) => format!("issued_at={t}"),
+            None => "NONE (revocation not checked)".to_owned(),
+        };
+        let protocols: Vec<&str> = settings.record_protocols.iter().map(|p| p.name()).collect();
+        format!(
+            "identity={} cert_not_after={} issuance_policy={policy} crl={crl} record_protocols={} pfs={} resumption={}",
+            material.credentials.identity(),
+            expiry.map_or_else(|| "never".to_owned(), |t| t.to_string()),
+            protocols.join(","),
+            settings.pfs,
+            settings.resumption.is_some(),
+        )
     }
 
     /// Our identity (from the current handshake certificate).
@@ -511,7 +682,7 @@ impl AltsConfig {
 impl std::fmt::Debug for AltsConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AltsConfig")
-            .field("settings", &self.snapshot())
+            .field("summary", &self.summary())
             .field("handshake_timeout", &self.handshake_timeout)
             .finish_non_exhaustive()
     }
@@ -528,13 +699,36 @@ pub struct AltsReloader {
 }
 
 impl AltsReloader {
-    /// Reloads now. On error the current material stays in force.
+    /// Reloads now. On error the current material stays in force. A
+    /// revocation list older than the one in use is refused
+    /// ([`FileError::CrlRollback`]): an attacker who can replace files must
+    /// not bring back a list from before a revocation. Concurrent reloads
+    /// are safe: the newest list wins.
     pub fn reload(&self) -> Result<(), AltsError> {
-        let (credentials, verifier) = self.files.load()?;
-        self.material.store(Arc::new(Material {
-            credentials,
-            verifier,
-        }));
+        let next = Arc::new(self.files.load_material()?);
+        let offered = next.crl_issued_at();
+        let mut refused = None;
+        self.material.rcu(|current| {
+            refused = match (current.crl_issued_at(), offered) {
+                (Some(loaded), Some(offered)) if offered < loaded => {
+                    Some(FileError::CrlRollback { loaded, offered })
+                }
+                (Some(_), None) => Some(FileError::CrlMissing),
+                _ => None,
+            };
+            if refused.is_some() {
+                current.clone()
+            } else {
+                next.clone()
+            }
+        });
+        if let Some(reason) = refused {
+            let path = self
+                .files
+                .crl_path()
+                .unwrap_or_else(|| self.files.creds_dir.clone());
+            return Err(AltsError::file(path, reason));
+        }
         tracing::info!("ALTS credentials reloaded");
         Ok(())
     }

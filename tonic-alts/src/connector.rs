@@ -17,6 +17,7 @@ use tonic::transport::Endpoint;
 
 use crate::error::ConfigError;
 use crate::handshake::{client_handshake, client_handshake_coalesced};
+#[cfg(feature = "handshaker-service")]
 use crate::handshaker_client::HandshakerServiceClient;
 use crate::{AltsConfig, AltsError, AltsPeer, AltsStream};
 
@@ -27,7 +28,9 @@ type PeerHook = Arc<dyn Fn(&AltsPeer) + Send + Sync>;
 /// connection with an inner connector (`C`, a hyper [`HttpConnector`] by
 /// default, or any `Service<Uri>` such as a Unix-socket dialer), runs the
 /// client handshake over it, and refuses the connection before HTTP/2
-/// unless the server proves one of the target identities.
+/// unless the server proves one of the target identities. A connector must
+/// name its server ([`target_identity`](Self::target_identity)) or say
+/// explicitly that any server will do ([`accept_any_server`](Self::accept_any_server)).
 ///
 /// Dial `http://` URIs: ALTS replaces TLS, and an `https://` URI is refused
 /// with [`ConfigError::HttpsUri`] (with a tonic TLS feature enabled, tonic
@@ -58,6 +61,7 @@ pub struct AltsConnector<C = HttpConnector> {
 struct ClientSide {
     mode: Mode,
     targets: Vec<String>,
+    accept_any: bool,
     on_connect: Option<PeerHook>,
     last_peer: Arc<ArcSwapOption<AltsPeer>>,
 }
@@ -68,6 +72,7 @@ enum Mode {
     /// In process, with these settings.
     Native(AltsConfig),
     /// Through a `grpc.gcp.HandshakerService`.
+    #[cfg(feature = "handshaker-service")]
     Service(HandshakerServiceClient),
 }
 
@@ -110,6 +115,7 @@ impl AltsConnector<HttpConnector> {
     /// Google's on Google Cloud, or `alts-handshaker`). The service holds the
     /// credentials; this connector still checks the peer it reports against
     /// the target identities.
+    #[cfg(feature = "handshaker-service")]
     pub fn via_handshaker_service(addr: impl Into<String>) -> Self {
         Self::with_handshaker_client(HandshakerServiceClient::new(addr))
     }
@@ -117,11 +123,13 @@ impl AltsConnector<HttpConnector> {
     /// Runs the handshake through the handshaker service stock gRPC would
     /// use here: `$GCE_METADATA_HOST` when set, else Google's metadata
     /// server (`metadata.google.internal.:8080`).
+    #[cfg(feature = "handshaker-service")]
     pub fn via_default_handshaker_service() -> Self {
         Self::with_handshaker_client(HandshakerServiceClient::from_env())
     }
 
     /// Like [`AltsConnector::via_handshaker_service`] with a configured client.
+    #[cfg(feature = "handshaker-service")]
     pub fn with_handshaker_client(client: HandshakerServiceClient) -> Self {
         Self::new_with(default_http(), Mode::Service(client))
     }
@@ -152,6 +160,7 @@ impl<C> AltsConnector<C> {
             alts: ClientSide {
                 mode,
                 targets: Vec::new(),
+                accept_any: false,
                 on_connect: None,
                 last_peer: Arc::new(ArcSwapOption::empty()),
             },
@@ -175,6 +184,16 @@ impl<C> AltsConnector<C> {
     /// Accepts any of `identities` as the server.
     pub fn target_identities(mut self, identities: impl IntoIterator<Item = impl Into<String>>) -> Self {
         self.alts.targets.extend(identities.into_iter().map(Into::into));
+        self
+    }
+
+    /// Accepts any server identity the issuance policy allows, instead of
+    /// naming the server with [`target_identity`](Self::target_identity).
+    /// Without targets and without this call, connecting fails with
+    /// [`ConfigError::NoTargetIdentity`]: a client that does not name its
+    /// server accepts any workload under the root as that server.
+    pub fn accept_any_server(mut self) -> Self {
+        self.alts.accept_any = true;
         self
     }
 
@@ -218,8 +237,12 @@ impl ClientSide {
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
+        if self.targets.is_empty() && !self.accept_any {
+            return Err(ConfigError::NoTargetIdentity.into());
+        }
         let mut stream = match &self.mode {
             Mode::Native(config) => {
+                config.check_crl_age()?;
                 let options = ClientOptions {
                     target_identities: self.targets.clone(),
                     session_key: Some(authority.to_owned()),
@@ -231,6 +254,7 @@ impl ClientSide {
                     client_handshake(io, cfg, options, timeout).await?
                 }
             }
+            #[cfg(feature = "handshaker-service")]
             Mode::Service(client) => {
                 let stream = client.client_handshake(io, &self.targets, authority).await?;
                 // Do not rely on the service alone to have checked the targets.

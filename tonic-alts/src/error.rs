@@ -106,6 +106,18 @@ pub enum FileError {
     /// The file does not parse.
     #[error("{0}")]
     Parse(String),
+    /// A revocation list is in use but the files no longer name one:
+    /// dropping it would accept revoked peers again.
+    #[error("a revocation list is in use but none is configured now; keeping the old one")]
+    CrlMissing,
+    /// The revocation list is older than the one in use (a rollback).
+    #[error("revocation list issued at {offered} is older than the one in use (issued at {loaded})")]
+    CrlRollback {
+        /// `issued_at` of the list in use (seconds since the Unix epoch).
+        loaded: i64,
+        /// `issued_at` of the refused list.
+        offered: i64,
+    },
 }
 
 /// A setting that is unusable or missing.
@@ -140,6 +152,21 @@ pub enum ConfigError {
     /// The listen address or socket could not be set up.
     #[error("listener: {0}")]
     Listener(String),
+    /// A client named no target identity and did not opt out explicitly.
+    #[error(
+        "no target identity: name the server with AltsConnector::target_identity, or accept any server \
+         explicitly with AltsConnector::accept_any_server()"
+    )]
+    NoTargetIdentity,
+    /// The revocation list in use is older than the configured maximum age
+    /// and the maximum is enforced.
+    #[error("revocation list is {age_secs} s old, more than the enforced maximum of {max_secs} s")]
+    CrlTooOld {
+        /// Age of the loaded list.
+        age_secs: u64,
+        /// The configured maximum.
+        max_secs: u64,
+    },
 }
 
 /// What kind of failure an [`AltsError`] is, for code that reacts to it.

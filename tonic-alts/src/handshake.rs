@@ -30,12 +30,12 @@ async fn drive<IO>(
     io: &mut IO,
     hs: &mut dyn Handshake,
     defer_last_write: bool,
+    mut buf: BytesMut,
 ) -> Result<(HandshakeOutcome, BytesMut, Vec<u8>), AltsError>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
     let mut out = Vec::new();
-    let mut buf = BytesMut::with_capacity(8 * 1024);
     loop {
         hs.poll_output(&mut out);
         if hs.is_done() {
@@ -125,12 +125,34 @@ where
 {
     metrics::record_material(&config);
     let hs = ClientHandshake::new(config, options, unix_now())?;
-    run(io, hs, "client", timeout, coalesce).await
+    run(
+        io,
+        hs,
+        "client",
+        timeout,
+        coalesce,
+        BytesMut::with_capacity(READ_BUF),
+    )
+    .await
 }
 
 /// Runs the server handshake over `io` within `timeout`.
 pub async fn server_handshake<IO>(
     io: IO,
+    config: Arc<HandshakeConfig>,
+    timeout: Duration,
+) -> Result<AltsStream<IO>, AltsError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    server_handshake_after(io, BytesMut::with_capacity(READ_BUF), config, timeout).await
+}
+
+/// Like [`server_handshake`], with `first` holding bytes already read from
+/// `io` (the start of the client's first message).
+pub(crate) async fn server_handshake_after<IO>(
+    io: IO,
+    first: BytesMut,
     config: Arc<HandshakeConfig>,
     timeout: Duration,
 ) -> Result<AltsStream<IO>, AltsError>
@@ -144,9 +166,13 @@ where
         "server",
         timeout,
         false,
+        first,
     )
     .await
 }
+
+/// Initial read buffer of a handshake.
+pub(crate) const READ_BUF: usize = 8 * 1024;
 
 /// Drives `hs` over `io` within `timeout` in an `alts_handshake` span that
 /// records the peer, whether it resumed, the outcome and the duration, and
@@ -157,6 +183,7 @@ async fn run<IO, H>(
     side: &'static str,
     timeout: Duration,
     coalesce: bool,
+    first: BytesMut,
 ) -> Result<AltsStream<IO>, AltsError>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
@@ -171,9 +198,10 @@ where
     let start = Instant::now();
     let _in_flight = InFlight::start(side);
     let res = async {
-        let (outcome, leftover, pending) = tokio::time::timeout(timeout, drive(&mut io, &mut hs, coalesce))
-            .await
-            .map_err(|_| AltsError::Timeout(timeout))??;
+        let (outcome, leftover, pending) =
+            tokio::time::timeout(timeout, drive(&mut io, &mut hs, coalesce, first))
+                .await
+                .map_err(|_| AltsError::Timeout(timeout))??;
         finish_span(&outcome, start);
         into_stream(io, &outcome, leftover, pending)
     }

@@ -5,10 +5,15 @@
 //! handshakes and a timeout.
 
 use std::any::Any;
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::AsyncReadExt;
 
 use futures_util::{Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -19,15 +24,17 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::task::AbortOnDropHandle;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
-use crate::handshake::server_handshake;
+use crate::handshake::{READ_BUF, server_handshake_after};
+#[cfg(feature = "handshaker-service")]
 use crate::handshaker_client::HandshakerServiceClient;
-use crate::metrics::RefusalLog;
+use crate::metrics::{CONNECTIONS_SHED_TOTAL, RefusalLog};
 use crate::{AltsConfig, AltsError, AltsStream};
 
 /// Where server handshakes run.
 #[derive(Clone, Debug)]
 enum Mode {
     Native(AltsConfig),
+    #[cfg(feature = "handshaker-service")]
     Service(HandshakerServiceClient),
 }
 
@@ -65,12 +72,25 @@ pub const DEFAULT_BACKLOG: u32 = 1024;
 pub struct AltsAcceptor {
     mode: Mode,
     max_in_flight: usize,
+    max_pending: usize,
+    max_per_source: usize,
+    first_bytes_timeout: Duration,
     backlog: u32,
     refusals: Arc<RefusalLog>,
 }
 
+/// Default time a new connection has to send its first handshake bytes.
+pub const DEFAULT_FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Default cap on connections from one source address that are waiting for
+/// or running a handshake.
+pub const DEFAULT_MAX_PER_SOURCE: usize = 64;
+
+/// Default cap on accepted connections waiting for or running a handshake.
+pub const DEFAULT_MAX_PENDING: usize = 4 * DEFAULT_MAX_IN_FLIGHT;
+
 /// Default interval between two `warn` summaries of refused handshakes.
-const REFUSAL_SUMMARY_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+const REFUSAL_SUMMARY_EVERY: Duration = Duration::from_secs(10);
 
 impl AltsAcceptor {
     /// Runs handshakes in process with `config`.
@@ -78,6 +98,9 @@ impl AltsAcceptor {
         Self {
             mode: Mode::Native(config),
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_pending: DEFAULT_MAX_PENDING,
+            max_per_source: DEFAULT_MAX_PER_SOURCE,
+            first_bytes_timeout: DEFAULT_FIRST_BYTES_TIMEOUT,
             backlog: DEFAULT_BACKLOG,
             refusals: Arc::new(RefusalLog::new(REFUSAL_SUMMARY_EVERY)),
         }
@@ -85,10 +108,14 @@ impl AltsAcceptor {
 
     /// Runs each handshake through the `grpc.gcp.HandshakerService` that
     /// `service` talks to.
+    #[cfg(feature = "handshaker-service")]
     pub fn via_handshaker_service(service: HandshakerServiceClient) -> Self {
         Self {
             mode: Mode::Service(service),
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_pending: DEFAULT_MAX_PENDING,
+            max_per_source: DEFAULT_MAX_PER_SOURCE,
+            first_bytes_timeout: DEFAULT_FIRST_BYTES_TIMEOUT,
             backlog: DEFAULT_BACKLOG,
             refusals: Arc::new(RefusalLog::new(REFUSAL_SUMMARY_EVERY)),
         }
@@ -96,21 +123,46 @@ impl AltsAcceptor {
 
     /// Runs each handshake through the handshaker service stock gRPC would
     /// use here (`$GCE_METADATA_HOST`, else Google's metadata server).
+    #[cfg(feature = "handshaker-service")]
     pub fn via_default_handshaker_service() -> Self {
         Self::via_handshaker_service(HandshakerServiceClient::from_env())
     }
 
-    /// Handshakes running at once (default 512). When all slots are busy,
-    /// [`AltsIncoming`] stops taking connections until one finishes.
+    /// Handshakes running at once (default 512). A connection takes a slot
+    /// only once its first bytes arrived, so idle connections do not hold
+    /// one.
     pub fn max_in_flight(mut self, n: usize) -> Self {
         self.max_in_flight = n.max(1);
+        self
+    }
+
+    /// Accepted connections waiting for their first bytes or a slot, or
+    /// running a handshake (default 2048). When reached, [`AltsIncoming`]
+    /// stops taking connections until one is done.
+    pub fn max_pending(mut self, n: usize) -> Self {
+        self.max_pending = n.max(1);
+        self
+    }
+
+    /// Connections from one source IP address waiting for or running a
+    /// handshake (default 64); more are closed at once. Keeps one noisy or
+    /// hostile host from taking every slot.
+    pub fn max_per_source(mut self, n: usize) -> Self {
+        self.max_per_source = n.max(1);
+        self
+    }
+
+    /// Time a new connection has to send its first bytes (default 2 s)
+    /// before it is dropped. The handshake timeout counts from then.
+    pub fn first_bytes_timeout(mut self, timeout: Duration) -> Self {
+        self.first_bytes_timeout = timeout;
         self
     }
 
     /// Refused handshakes are logged one by one at `debug`, and summarized
     /// at `warn` at most once per `interval` (default 10 s), so a port scan
     /// cannot flood the log.
-    pub fn refusal_summary_interval(mut self, interval: std::time::Duration) -> Self {
+    pub fn refusal_summary_interval(mut self, interval: Duration) -> Self {
         self.refusals = Arc::new(RefusalLog::new(interval));
         self
     }
@@ -121,13 +173,45 @@ impl AltsAcceptor {
         self
     }
 
-    /// Runs the server handshake over `io`.
-    pub async fn accept<IO>(&self, io: IO) -> Result<AltsStream<IO>, AltsError>
+    /// Runs the server handshake over `io`: waits up to the first-bytes
+    /// timeout for the client to speak, then runs the handshake within the
+    /// handshake timeout.
+    pub async fn accept<IO>(&self, mut io: IO) -> Result<AltsStream<IO>, AltsError>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let first = self.first_bytes(&mut io).await?;
+        self.handshake_after(io, first).await
+    }
+
+    /// Waits for the client's first bytes (native mode; a handshaker service
+    /// reads them itself).
+    async fn first_bytes<IO>(&self, io: &mut IO) -> Result<BytesMut, AltsError>
+    where
+        IO: AsyncRead + Unpin,
+    {
+        let mut first = BytesMut::with_capacity(READ_BUF);
+        if !matches!(self.mode, Mode::Native(_)) {
+            return Ok(first);
+        }
+        match tokio::time::timeout(self.first_bytes_timeout, io.read_buf(&mut first)).await {
+            Err(_) => Err(AltsError::Timeout(self.first_bytes_timeout)),
+            Ok(Err(e)) => Err(e.into()),
+            Ok(Ok(0)) => Err(AltsError::PeerClosed),
+            Ok(Ok(_)) => Ok(first),
+        }
+    }
+
+    async fn handshake_after<IO>(&self, io: IO, first: BytesMut) -> Result<AltsStream<IO>, AltsError>
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
         match &self.mode {
-            Mode::Native(config) => server_handshake(io, config.snapshot(), config.handshake_timeout).await,
+            Mode::Native(config) => {
+                config.check_crl_age()?;
+                server_handshake_after(io, first, config.snapshot(), config.handshake_timeout).await
+            }
+            #[cfg(feature = "handshaker-service")]
             Mode::Service(client) => client.server_handshake(io).await,
         }
     }
@@ -171,7 +255,7 @@ impl AltsAcceptor {
         IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
         E: std::fmt::Display + Send + 'static,
     {
-        let (tx, rx) = mpsc::channel(self.max_in_flight);
+        let (tx, rx) = mpsc::channel(self.max_in_flight.min(self.max_pending));
         let task = tokio::spawn(accept_loop(Box::pin(connections), self, tx));
         AltsIncoming {
             rx,
@@ -221,6 +305,7 @@ impl AltsIncoming<TcpStream> {
 
     /// Serves ALTS on `listener`, running each server handshake through the
     /// `grpc.gcp.HandshakerService` that `service` talks to.
+    #[cfg(feature = "handshaker-service")]
     pub fn with_handshaker_service(
         listener: TcpListener,
         service: HandshakerServiceClient,
@@ -249,6 +334,39 @@ fn remote_of<IO: Connected>(io: &IO) -> Option<SocketAddr> {
         .and_then(TcpConnectInfo::remote_addr)
 }
 
+/// Counts connections per source address; the count drops with the guard.
+struct SourceGuard {
+    sources: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl SourceGuard {
+    fn try_new(sources: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr, max: usize) -> Option<Self> {
+        let mut map = sources.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = map.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(Self {
+            sources: sources.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for SourceGuard {
+    fn drop(&mut self) {
+        let mut map = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
 async fn accept_loop<S, IO, E>(
     mut connections: Pin<Box<S>>,
     acceptor: AltsAcceptor,
@@ -258,33 +376,54 @@ async fn accept_loop<S, IO, E>(
     IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
     E: std::fmt::Display + Send + 'static,
 {
-    let slots = Arc::new(Semaphore::new(acceptor.max_in_flight));
+    let pending = Arc::new(Semaphore::new(acceptor.max_pending));
+    let active = Arc::new(Semaphore::new(acceptor.max_in_flight));
+    let sources = Arc::new(Mutex::new(HashMap::new()));
     let acceptor = Arc::new(acceptor);
     let mut handshakes = JoinSet::new();
     loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
+        let Ok(permit) = pending.clone().acquire_owned().await else {
             return;
         };
         let next = tokio::select! {
             n = connections.next() => n,
             Some(_) = handshakes.join_next(), if !handshakes.is_empty() => { drop(permit); continue; }
         };
-        let io = match next {
+        let mut io = match next {
             None => return,
             Some(Ok(io)) => io,
             Some(Err(e)) => {
                 // Out of file descriptors and the like: back off briefly, keep serving.
                 tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
                 continue;
             }
         };
         let remote = remote_of(&io);
+        let source = match remote {
+            Some(addr) => match SourceGuard::try_new(&sources, addr.ip(), acceptor.max_per_source) {
+                Some(g) => Some(g),
+                None => {
+                    metrics::counter!(CONNECTIONS_SHED_TOTAL, "reason" => "per_source_limit").increment(1);
+                    tracing::debug!(%addr, "too many handshakes from this address; connection closed");
+                    continue;
+                }
+            },
+            None => None,
+        };
         let tx = tx.clone();
         let acceptor = acceptor.clone();
+        let active = active.clone();
         handshakes.spawn(async move {
-            let _permit = permit;
-            match acceptor.accept(io).await {
+            let (_pending, _source) = (permit, source);
+            let res = async {
+                // Idle connections wait here without a handshake slot.
+                let first = acceptor.first_bytes(&mut io).await?;
+                let _slot = active.acquire_owned().await.map_err(|_| AltsError::PeerClosed)?;
+                acceptor.handshake_after(io, first).await
+            }
+            .await;
+            match res {
                 Ok(stream) => {
                     let _ = tx.send(stream).await;
                 }

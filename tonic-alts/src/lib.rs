@@ -93,25 +93,34 @@
 //!
 //! # Cargo features
 //!
+//! - `handshaker-service` (default): handshaker-service mode
+//!   ([`AltsConnector::via_handshaker_service`], [`AltsAcceptor::via_handshaker_service`]).
+//! - `balance` (default): [`balance_list`], load balancing over several
+//!   ALTS endpoints.
+//! - `authz-json` (default): gRFC A43 JSON authorization policies (the TOML
+//!   format is always available).
 //! - `health` (default): [`health::PlaintextHealth`], a plaintext port that
 //!   serves only `grpc.health.v1` for probes that cannot speak ALTS.
-//! - `test-util`: [`AltsPeer::for_testing`] for unit tests of handlers.
+//! - `test-util`: `AltsPeer::for_testing` for unit tests of handlers.
 //!
 //! [tonic]: https://docs.rs/tonic
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod authz;
+#[cfg(feature = "balance")]
 pub mod balance;
 mod config;
 mod connect_info;
 mod connector;
 mod error;
 mod handshake;
+#[cfg(feature = "handshaker-service")]
 pub mod handshaker_client;
 #[cfg(feature = "health")]
 pub mod health;
 mod incoming;
+pub mod keyring;
 pub mod metrics;
 mod peer;
 mod stream;
@@ -121,16 +130,21 @@ pub use alts_core;
 pub use authz::{
     AltsAuthzLayer, Authorizer, AuthzInterceptor, AuthzPolicy, RpcAuthzPolicy, authz_interceptor,
 };
+#[cfg(feature = "balance")]
 pub use balance::{BalancedChannel, balance_list};
 pub use config::{AltsConfig, AltsReloader, CredentialFiles, DEFAULT_HANDSHAKE_TIMEOUT, file_names};
 pub use connect_info::{AltsConnectInfo, AltsRequestExt};
 pub use connector::AltsConnector;
 pub use error::{AltsError, AltsErrorKind, ConfigError, FileError};
 pub use handshake::{client_handshake, server_handshake};
+#[cfg(feature = "handshaker-service")]
 pub use handshaker_client::{
     DEFAULT_HANDSHAKER_SERVICE, HANDSHAKER_ADDRESS_ENV, HandshakerServiceClient,
     client_handshake_via_service, default_handshaker_address, server_handshake_via_service,
 };
-pub use incoming::{AltsAcceptor, AltsIncoming, DEFAULT_BACKLOG, DEFAULT_MAX_IN_FLIGHT};
+pub use incoming::{
+    AltsAcceptor, AltsIncoming, DEFAULT_BACKLOG, DEFAULT_FIRST_BYTES_TIMEOUT, DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_MAX_PENDING, DEFAULT_MAX_PER_SOURCE,
+};
 pub use peer::AltsPeer;
 pub use stream::AltsStream;

@@ -179,7 +179,7 @@ pub async fn try_connect_with(
 
 /// Connects and panics on failure.
 pub async fn connect(addr: SocketAddr, config: &AltsConfig) -> Client {
-    match try_connect(addr, AltsConnector::new(config.clone())).await {
+    match try_connect(addr, AltsConnector::new(config.clone()).accept_any_server()).await {
         Ok(c) => c,
         Err(e) => panic!("connect to {addr}: {}", chain(&e)),
     }

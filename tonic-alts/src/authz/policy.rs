@@ -1,5 +1,7 @@
 //! The RPC authorization policy: its two file formats, their validation and
 //! the decision for one call.
+// Without `authz-json`, the A43 file types are parsed by nothing.
+#![cfg_attr(not(feature = "authz-json"), allow(dead_code))]
 
 use std::fmt;
 use std::io::Read;
@@ -90,6 +92,9 @@ pub enum AuthzPolicyErrorKind {
     /// The file name has no `.toml` or `.json` extension and no format was named.
     #[error("cannot tell the policy format from the file name (use `.toml` or `.json`, or name the format)")]
     UnknownFormat,
+    /// The format's cargo feature (`authz-json`) is not enabled.
+    #[error("the {0} policy format needs the `authz-json` cargo feature of tonic-alts")]
+    FormatDisabled(&'static str),
     /// The document is larger than [`MAX_AUTHZ_POLICY_LEN`].
     #[error("policy too large: more than {max} bytes")]
     TooLarge {
@@ -589,11 +594,20 @@ fn parse_header_key(key: &str) -> Result<http::HeaderName, AuthzPolicyErrorKind>
 }
 
 /// The 1-based line of the first JSON string literal equal to `s`.
+#[cfg(feature = "authz-json")]
 fn json_line_of(text: &str, s: &str) -> Option<usize> {
     let literal = serde_json::to_string(s).ok()?;
     text.find(&literal).map(|at| line_of(text, at))
 }
 
+#[cfg(not(feature = "authz-json"))]
+fn parse_a43(_text: &str) -> Result<A43Policy, AuthzPolicyError> {
+    Err(AuthzPolicyError::new(AuthzPolicyErrorKind::FormatDisabled(
+        "gRFC A43 JSON",
+    )))
+}
+
+#[cfg(feature = "authz-json")]
 fn parse_a43(text: &str) -> Result<A43Policy, AuthzPolicyError> {
     check_len(text.len())?;
     let file: A43File = serde_json::from_str(text).map_err(|e| {
@@ -630,6 +644,7 @@ fn parse_a43(text: &str) -> Result<A43Policy, AuthzPolicyError> {
     })
 }
 
+#[cfg(feature = "authz-json")]
 fn compile_a43_rule(text: &str, r: &A43RuleFile, budget: &mut Budget) -> Result<A43Rule, AuthzPolicyError> {
     let located = |kind: AuthzPolicyErrorKind, s: &str| AuthzPolicyError::at(kind, json_line_of(text, s));
     if r.name.is_empty() {
