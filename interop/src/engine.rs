@@ -5,9 +5,13 @@
 //! Mapping of the stock `grpc.gcp` handshaker requests (`client_start`,
 //! `server_start`, `next`):
 //! - `ClientStart.target_identities` → [`ClientOptions::target_identities`]
-//!   (empty = any server the policy allows). `target_name` is the dial
-//!   target (`host:port`), **not** an identity, so it is never used for the
-//!   identity check; it only keys the client-side resumption cache.
+//!   (empty = any server the policy allows). The service fills them in
+//!   before the engine runs: the caller's list, else the handshaker's
+//!   targets map entry for `target_name`, else the handshake is refused
+//!   unless the handshaker accepts any server (see [`crate::targets`]).
+//!   `target_name` is the dial target (`host:port`), **not** an identity:
+//!   the engine never takes it as one; it keys the client-side resumption
+//!   cache.
 //! - `record_protocols` / `application_protocols`: our configured lists are
 //!   restricted to the ones the caller offers (caller's order), because the
 //!   caller must be able to run the negotiated record protocol. No overlap

@@ -80,6 +80,11 @@ async fn main() -> anyhow::Result<ExitCode> {
     };
     let alts = AltsConfig::from_files(files)?;
     let connector = AltsConnector::new(alts).target_identities(a.target);
+    let connector = if a.accept_any_server {
+        connector.accept_any_server()
+    } else {
+        connector
+    };
     let channel = Endpoint::from_shared(a.server)?
         .connect_with_connector(connector)
         .await?;

@@ -95,6 +95,11 @@ async fn channel(args: &Args, last: LastPeer) -> Result<Channel, Box<dyn std::er
         }
     }
     .target_identities(args.expect_identity.clone());
+    let connector = if args.accept_any_server {
+        connector.accept_any_server()
+    } else {
+        connector
+    };
     let recording = tower::service_fn(move |uri: http::Uri| {
         let connector = connector.clone();
         let last = last.clone();
