@@ -218,3 +218,95 @@ fn missing_policy_fails_closed() {
     );
     tonic_alts::AltsConfig::from_files(files.accept_any_issuer()).expect("explicit opt-out loads");
 }
+
+/// The file watcher puts a rotated certificate in effect for new
+/// connections within a second, and ignores a half-written one.
+#[tokio::test(flavor = "multi_thread")]
+async fn watcher_applies_changes_within_a_second() {
+    let mut fx = Fixture::new();
+    let s = fx.issue("echo-prod");
+    let c = fx.issue("frontend-prod");
+    let server_config = fx.config(&s);
+    let _watch = server_config.reloader().expect("reloader").watch();
+    let server = serve_plain(server_config.clone()).await;
+    let client_config = fx.config(&c);
+    handshake_with(server.addr, &client_config, "echo-prod")
+        .await
+        .expect("before");
+
+    // Half-written: a truncated certificate. Never served; the old one stays.
+    let renamed = fx.issue("echo2-prod");
+    let cert = std::fs::read(renamed.dir.join("handshake.cert")).expect("read");
+    std::fs::write(s.dir.join("handshake.cert"), &cert[..cert.len() / 2]).expect("write");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    handshake_with(server.addr, &client_config, "echo-prod")
+        .await
+        .expect("old credentials kept");
+
+    // The complete new set: in effect within a second.
+    install(&renamed, &s);
+    let start = Instant::now();
+    loop {
+        if handshake_with(server.addr, &client_config, "echo2-prod")
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "not in effect within a second"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `AltsConfig::from_env` loads the directory `ALTS_CREDENTIALS_DIR` names
+/// (checked in a child process: the environment is process-wide).
+#[test]
+fn from_env_reads_the_credentials_dir() {
+    let mut fx = Fixture::new();
+    let s = fx.issue("echo-prod");
+    std::fs::write(
+        s.dir.join(tonic_alts::file_names::ISSUANCE_POLICY),
+        "[[rule]]\nissuer = \"scheduler\"\ncategories = [\"workload\"]\nidentities = [\"*\"]\n",
+    )
+    .expect("policy");
+    let out = std::process::Command::new(std::env::current_exe().expect("exe"))
+        .args(["--exact", "from_env_child", "--nocapture", "--test-threads=1"])
+        .env(tonic_alts::CREDENTIALS_DIR_ENV, &s.dir)
+        .output()
+        .expect("run child");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("from_env identity=echo-prod"), "{stdout}");
+    // A directory without an issuance policy fails closed.
+    std::fs::remove_file(s.dir.join(tonic_alts::file_names::ISSUANCE_POLICY)).expect("rm");
+    let out = std::process::Command::new(std::env::current_exe().expect("exe"))
+        .args(["--exact", "from_env_child", "--nocapture", "--test-threads=1"])
+        .env(tonic_alts::CREDENTIALS_DIR_ENV, &s.dir)
+        .output()
+        .expect("run child");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("from_env error: configuration: no issuance policy"),
+        "{stdout}"
+    );
+}
+
+/// Child of [`from_env_reads_the_credentials_dir`]; does nothing unless
+/// `ALTS_CREDENTIALS_DIR` is set.
+#[test]
+fn from_env_child() {
+    if std::env::var_os(tonic_alts::CREDENTIALS_DIR_ENV).is_none() {
+        return;
+    }
+    match AltsConfig::from_env() {
+        Ok(c) => println!("from_env identity={}", c.local_identity()),
+        Err(e) => println!("from_env error: {e}"),
+    }
+}

@@ -32,6 +32,14 @@ use zeroize::Zeroizing;
 use crate::AltsError;
 use crate::error::{ConfigError, FileError};
 
+/// The environment variable naming the credential directory for
+/// [`AltsConfig::from_env`] (set by the credential agent's manifests).
+pub const CREDENTIALS_DIR_ENV: &str = "ALTS_CREDENTIALS_DIR";
+
+/// The credential directory [`AltsConfig::from_env`] uses when
+/// `ALTS_CREDENTIALS_DIR` is not set.
+pub const DEFAULT_CREDENTIALS_DIR: &str = "/run/alts/credentials";
+
 /// Default limit for a handshake to finish.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -327,6 +335,10 @@ struct Material {
     key_ring: Option<Arc<ResumptionKeys>>,
     /// The stale-CRL warning was logged for this material.
     crl_stale_warned: AtomicBool,
+    /// The expiring-certificate warning was logged for this material.
+    expiry_warned: AtomicBool,
+    /// The no-expiry warning was logged for this material.
+    no_expiry_warned: AtomicBool,
 }
 
 impl Material {
@@ -336,11 +348,43 @@ impl Material {
             verifier,
             key_ring: None,
             crl_stale_warned: AtomicBool::new(false),
+            expiry_warned: AtomicBool::new(false),
+            no_expiry_warned: AtomicBool::new(false),
         }
     }
 
     fn crl_issued_at(&self) -> Option<i64> {
         self.verifier.crl().map(|c| c.issued_at().0)
+    }
+
+    /// Logs once per material: our handshake certificate within 20% of its
+    /// lifetime of expiry (or expired), and a principal certificate without
+    /// expiry.
+    fn warn_expiry(&self, now: i64) {
+        let info = self.credentials.info();
+        if info.principal.validity.not_after.is_none() && !self.no_expiry_warned.swap(true, Ordering::Relaxed)
+        {
+            metrics::counter!(crate::metrics::MATERIAL_WARNINGS_TOTAL, "warning" => "principal_without_expiry")
+                .increment(1);
+            tracing::warn!(
+                identity = %info.principal.identity,
+                "our principal certificate has no expiry: it stays valid until revoked"
+            );
+        }
+        let v = info.validity;
+        if let (Some(nb), Some(na)) = (v.not_before, v.not_after) {
+            let lifetime = na.0.saturating_sub(nb.0);
+            let left = na.0.saturating_sub(now);
+            if left.saturating_mul(5) < lifetime && !self.expiry_warned.swap(true, Ordering::Relaxed) {
+                metrics::counter!(crate::metrics::MATERIAL_WARNINGS_TOTAL, "warning" => "cert_expiring")
+                    .increment(1);
+                tracing::warn!(
+                    identity = %info.principal.identity,
+                    seconds_left = left,
+                    "our handshake certificate is within 20% of its lifetime of expiry: is rotation running?"
+                );
+            }
+        }
     }
 }
 
@@ -421,6 +465,19 @@ impl AltsConfig {
         cfg.material = Arc::new(ArcSwap::from_pointee(material));
         cfg.files = Some(Arc::new(files));
         Ok(cfg)
+    }
+
+    /// Settings from the credential directory the environment names:
+    /// `$ALTS_CREDENTIALS_DIR`, else `/run/alts/credentials`, in the layout
+    /// the credential agent writes ([`CredentialFiles::from_dir`]: handshake
+    /// certificate and key, `root.pub`, `issuance-policy.toml`, `crl.bin`,
+    /// `resumption.keys`). The same code then runs unchanged wherever the
+    /// agent provides credentials. Fails closed without an issuance policy.
+    pub fn from_env() -> Result<Self, AltsError> {
+        let dir = std::env::var_os(CREDENTIALS_DIR_ENV)
+            .filter(|d| !d.is_empty())
+            .map_or_else(|| PathBuf::from(DEFAULT_CREDENTIALS_DIR), PathBuf::from);
+        Self::from_files(CredentialFiles::from_dir(dir))
     }
 
     /// Gives this config its own copy of the settings, changed by `f`.
@@ -581,15 +638,18 @@ impl AltsConfig {
         config
     }
 
-    /// Checks the revocation list's age against the configured maximum
-    /// (see [`CredentialFiles::crl_max_age`]); called before each handshake.
-    pub(crate) fn check_crl_age(&self) -> Result<(), AltsError> {
+    /// Before each handshake: warns (once per loaded material, and through
+    /// metrics) about our certificate nearing expiry, a principal
+    /// certificate without expiry and a stale revocation list, and fails
+    /// closed on a stale list when that is enforced.
+    pub(crate) fn check_material(&self) -> Result<(), AltsError> {
+        let material = self.material.load();
+        let now = crate::handshake::unix_now().0;
+        material.warn_expiry(now);
         let Some(files) = &self.files else { return Ok(()) };
         let Some(max) = files.crl_max_age else {
             return Ok(());
         };
-        let material = self.material.load();
-        let now = crate::handshake::unix_now().0;
         let age = material
             .crl_issued_at()
             .map_or(u64::MAX, |t| u64::try_from(now.saturating_sub(t)).unwrap_or(0));
@@ -597,6 +657,7 @@ impl AltsConfig {
             return Ok(());
         }
         if !material.crl_stale_warned.swap(true, Ordering::Relaxed) {
+            metrics::counter!(crate::metrics::MATERIAL_WARNINGS_TOTAL, "warning" => "crl_stale").increment(1);
             tracing::warn!(
                 age_secs = age,
                 max_secs = max.as_secs(),
@@ -739,6 +800,72 @@ impl AltsReloader {
         AbortOnDropHandle::new(tokio::spawn(async move { self.run(every).await }))
     }
 
+    /// Watches the files' directories (inotify through the `notify` crate,
+    /// which sees atomic renames and symlink swaps) and reloads shortly
+    /// after a change, with a polling fallback every 500 ms: a change is in
+    /// effect for new connections within a second. A file that fails to
+    /// load (half-written, invalid) is logged and counted
+    /// (`alts_reload_failures_total`) and the old material stays. The task
+    /// stops when the handle is dropped.
+    pub fn watch(self) -> AbortOnDropHandle<()> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+        let watcher = self.start_watcher(tx);
+        AbortOnDropHandle::new(tokio::spawn(async move {
+            let _watcher = watcher;
+            let mut last = self.files.stamp();
+            let mut poll = tokio::time::interval(WATCH_POLL);
+            poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = poll.tick() => {}
+                    Some(()) = rx.recv() => {
+                        // Let a burst of events (a whole set being written) settle.
+                        tokio::time::sleep(WATCH_SETTLE).await;
+                    }
+                }
+                let now = self.files.stamp();
+                if now != last {
+                    match self.reload() {
+                        Ok(()) => last = now,
+                        Err(e) => self.reload_failed(&e),
+                    }
+                }
+            }
+        }))
+    }
+
+    /// A `notify` watcher on every directory holding a watched file; `None`
+    /// (polling only) where inotify is unavailable.
+    fn start_watcher(&self, tx: tokio::sync::mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
+        use notify::Watcher;
+        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if event.is_ok() {
+                let _ = tx.try_send(());
+            }
+        })
+        .inspect_err(|e| tracing::debug!(error = %e, "no file watcher; polling only"))
+        .ok()?;
+        let mut dirs: Vec<PathBuf> = self
+            .files
+            .paths()
+            .iter()
+            .filter_map(|p| p.parent().map(Path::to_path_buf))
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        for d in dirs {
+            if let Err(e) = watcher.watch(&d, notify::RecursiveMode::NonRecursive) {
+                tracing::debug!(dir = %d.display(), error = %e, "cannot watch; polling it");
+            }
+        }
+        Some(watcher)
+    }
+
+    fn reload_failed(&self, e: &AltsError) {
+        metrics::counter!(crate::metrics::RELOAD_FAILURES_TOTAL).increment(1);
+        tracing::warn!(error = %e, "ALTS credential reload failed; keeping the old ones");
+    }
+
     async fn run(self, every: Duration) {
         let mut last = self.files.stamp();
         let mut tick = tokio::time::interval(every);
@@ -749,14 +876,17 @@ impl AltsReloader {
             if now != last {
                 match self.reload() {
                     Ok(()) => last = now,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "ALTS credential reload failed; keeping the old ones")
-                    }
+                    Err(e) => self.reload_failed(&e),
                 }
             }
         }
     }
 }
+
+/// Polling fallback of [`AltsReloader::watch`].
+const WATCH_POLL: Duration = Duration::from_millis(500);
+/// Pause after a file event before reloading.
+const WATCH_SETTLE: Duration = Duration::from_millis(50);
 
 impl std::fmt::Debug for AltsReloader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -242,7 +242,7 @@ impl ClientSide {
         }
         let mut stream = match &self.mode {
             Mode::Native(config) => {
-                config.check_crl_age()?;
+                config.check_material()?;
                 let options = ClientOptions {
                     target_identities: self.targets.clone(),
                     session_key: Some(authority.to_owned()),

@@ -1,7 +1,6 @@
 //! Handshaker-service mode: run the ALTS handshake through a
 //! `grpc.gcp.HandshakerService` (Google's on GCP, or `alts-handshaker` from
-//! this project) instead of in process, exactly as stock gRPC stacks do
-//! (GRPC-ALTS-FACTS §5).
+//! this project) instead of in process, exactly as stock gRPC stacks do.
 //!
 //! The client sends `client_start`, writes each response's `out_frames` to
 //! the peer and relays what it reads as `next { in_bytes }`; the server

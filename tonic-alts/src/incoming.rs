@@ -208,7 +208,7 @@ impl AltsAcceptor {
     {
         match &self.mode {
             Mode::Native(config) => {
-                config.check_crl_age()?;
+                config.check_material()?;
                 server_handshake_after(io, first, config.snapshot(), config.handshake_timeout).await
             }
             #[cfg(feature = "handshaker-service")]

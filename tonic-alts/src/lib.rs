@@ -132,7 +132,10 @@ pub use authz::{
 };
 #[cfg(feature = "balance")]
 pub use balance::{BalancedChannel, balance_list};
-pub use config::{AltsConfig, AltsReloader, CredentialFiles, DEFAULT_HANDSHAKE_TIMEOUT, file_names};
+pub use config::{
+    AltsConfig, AltsReloader, CREDENTIALS_DIR_ENV, CredentialFiles, DEFAULT_CREDENTIALS_DIR,
+    DEFAULT_HANDSHAKE_TIMEOUT, file_names,
+};
 pub use connect_info::{AltsConnectInfo, AltsRequestExt};
 pub use connector::AltsConnector;
 pub use error::{AltsError, AltsErrorKind, ConfigError, FileError};

@@ -10,6 +10,8 @@
 //! | `alts_handshake_refusals_total` | counter | `side`, `reason` (an [`AltsErrorKind`] in snake case) |
 //! | `alts_local_cert_expiry_seconds` | gauge | none: seconds until our handshake or principal certificate expires (whichever is first) |
 //! | `alts_crl_age_seconds` | gauge | none: seconds since the loaded revocation list was issued |
+//! | `alts_material_warnings_total` | counter | `warning` (`cert_expiring`, `principal_without_expiry`, `crl_stale`): logged once per loaded credential set |
+//! | `alts_reload_failures_total` | counter | none: reloads refused (invalid, half-written or rolled-back files) |
 //! | `alts_connections_shed_total` | counter | `reason` (`per_source_limit`): connections closed before a handshake |
 //!
 //! The two gauges without labels are updated on every handshake and reload.
@@ -33,6 +35,10 @@ pub const HANDSHAKE_REFUSALS_TOTAL: &str = "alts_handshake_refusals_total";
 pub const LOCAL_CERT_EXPIRY_SECONDS: &str = "alts_local_cert_expiry_seconds";
 /// Gauge: age of the loaded revocation list, in seconds.
 pub const CRL_AGE_SECONDS: &str = "alts_crl_age_seconds";
+/// Counter of warnings about our own credentials and revocation list.
+pub const MATERIAL_WARNINGS_TOTAL: &str = "alts_material_warnings_total";
+/// Counter of refused reloads.
+pub const RELOAD_FAILURES_TOTAL: &str = "alts_reload_failures_total";
 /// Counter of connections closed before a handshake, by reason.
 pub const CONNECTIONS_SHED_TOTAL: &str = "alts_connections_shed_total";
 
