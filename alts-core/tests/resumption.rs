@@ -681,6 +681,16 @@ fn certificate_expiry_ends_resumption() {
     ok(run(&h, &s));
     // Before expiry: resumes (and the new tickets are cut at the expiry too).
     assert_resumed(run_at(&c, &s, NOW.plus(1700)), Resumption::ClientTicket);
+    // Just past expiry, still within the verifier's clock skew: the full
+    // handshake accepts the certificate, but no ticket outlives it.
+    let (_, so) = ok(run_at(&c, &s, NOW.plus(1801)));
+    assert!(
+        matches!(so.resumption, Resumption::Refused(ref r) if r.contains("expired")),
+        "{:?}",
+        so.resumption
+    );
+    let (co, so) = ok(run_at(&fresh_instance(&c), &s, NOW.plus(1801)));
+    assert_eq!((co.resumption, so.resumption), (Resumption::NotAttempted, Resumption::NotAttempted));
     // Past expiry (beyond the verifier's clock skew): the ticket is refused
     // by its cut expiry and the full handshake fails on the certificate.
     let err = run_at(&c, &s, NOW.plus(1800 + 301)).unwrap_err();
