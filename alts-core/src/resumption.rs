@@ -279,7 +279,7 @@ impl ResumptionKey {
             .seal_in_place_separate_tag(
                 aead::Nonce::assume_unique_for_key(nonce),
                 aead::Aad::from(aad),
-                &mut *body,
+                &mut body,
             )
             .map_err(|_| TicketError::Authentication)?;
         out.extend_from_slice(&body);
@@ -304,7 +304,7 @@ impl ResumptionKey {
             .open_in_place(
                 aead::Nonce::assume_unique_for_key(nonce),
                 aead::Aad::from(aad),
-                &mut *buf,
+                &mut buf,
             )
             .map_err(|_| TicketError::Authentication)?;
         TicketContents::decode(&plain[..]).map_err(|_| TicketError::Malformed)
