@@ -61,7 +61,7 @@ pub const DEFAULT_MAX_CHAIN_AGE_SECS: i64 = 24 * 3600;
 pub const REPLAY_BUCKET_SECS: i64 = 60;
 /// A server does not present a stored ticket this close to its expiry, so a
 /// client whose clock runs up to this much ahead does not find it expired.
-pub const PRESENT_MARGIN_SECS: i64 = 300;
+pub const PRESENT_MARGIN_SECS: i64 = 60;
 const NONCE_LEN: usize = 12;
 const TICKET_AAD_V1: &[u8] = b"alts v1 ticket";
 const TICKET_AAD: &[u8] = b"alts v2 ticket";

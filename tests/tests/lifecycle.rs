@@ -201,6 +201,61 @@ async fn second_connection_resumes() {
     );
 }
 
+/// Server-side tickets over real sockets: a client of another identity that
+/// names the victim's RID (with a key of its own) deposits tickets and lists
+/// that RID; none of its tickets reaches the victim and it gets none of the
+/// victim's. Another victim instance (same RID key, empty ticket cache) then
+/// resumes from the victim's own server-side ticket.
+#[tokio::test(flavor = "multi_thread")]
+async fn server_side_tickets_are_filed_by_verified_identity() {
+    use alts_core::handshake::ResumptionConfig;
+    use alts_core::resumption::ResumptionKey;
+
+    let mut fx = Fixture::new();
+    let (s, c, m) = (
+        fx.issue("echo-prod"),
+        fx.issue("frontend-prod"),
+        fx.issue("mallory-prod"),
+    );
+    let server = serve_plain(with_resumption(fx.config(&s))).await;
+    let victim_keys =
+        Arc::new(ResumptionKeys::generate(&RingRandom::default()).expect("resumption key"));
+    let instance = || {
+        fx.config(&c)
+            .resumption_config(ResumptionConfig::new(victim_keys.clone()))
+    };
+    let victim = instance();
+    let first = handshake_with(server.addr, &victim, "echo-prod")
+        .await
+        .expect("victim");
+    assert_eq!(first.resumption, Resumption::NotAttempted);
+
+    // Mallory: the victim's RID, her own secret, a fresh ticket cache each
+    // time so every connection lists the RID. Had she been given the
+    // victim's ticket she could not open it and the handshake would fail;
+    // later connections may resume from her own deposits.
+    let rid = *victim_keys.current().rid();
+    for i in 0..3 {
+        let mallory = fx.config(&m).resumption(ResumptionKeys::new(
+            ResumptionKey::new(rid, &[0x66; 32]),
+            vec![],
+        ));
+        let seen = handshake_with(server.addr, &mallory, "echo-prod")
+            .await
+            .expect("mallory is served");
+        if i == 0 {
+            assert_eq!(seen.resumption, Resumption::NotAttempted);
+        }
+    }
+
+    let other_instance = instance();
+    let seen = handshake_with(server.addr, &other_instance, "echo-prod")
+        .await
+        .expect("victim instance");
+    assert_eq!(seen.resumption, Resumption::ServerTicket, "{seen:?}");
+    assert_eq!(seen.identity, "echo-prod");
+}
+
 /// Loading credentials without a policy fails closed unless the caller opts out.
 #[test]
 fn missing_policy_fails_closed() {
