@@ -690,7 +690,10 @@ fn certificate_expiry_ends_resumption() {
         so.resumption
     );
     let (co, so) = ok(run_at(&fresh_instance(&c), &s, NOW.plus(1801)));
-    assert_eq!((co.resumption, so.resumption), (Resumption::NotAttempted, Resumption::NotAttempted));
+    assert_eq!(
+        (co.resumption, so.resumption),
+        (Resumption::NotAttempted, Resumption::NotAttempted)
+    );
     // Past expiry (beyond the verifier's clock skew): the ticket is refused
     // by its cut expiry and the full handshake fails on the certificate.
     let err = run_at(&c, &s, NOW.plus(1800 + 301)).unwrap_err();

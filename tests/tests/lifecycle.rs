@@ -217,53 +217,63 @@ async fn server_side_tickets_are_filed_by_verified_identity() {
         fx.issue("frontend-prod"),
         fx.issue("mallory-prod"),
     );
-    let server = serve_plain(with_resumption(fx.config(&s))).await;
-    let victim_keys =
-        Arc::new(ResumptionKeys::generate(&RingRandom::default()).expect("resumption key"));
-    let instance = || {
-        fx.config(&c)
-            .resumption_config(ResumptionConfig::new(victim_keys.clone()))
+    let (authz, seen) = recording_authorizer();
+    let server = serve(
+        with_resumption(fx.config(&s)),
+        ServerOpts::layer(AltsAuthzLayer::new(authz)),
+    )
+    .await;
+    let victim_keys = Arc::new(ResumptionKeys::generate(&RingRandom::default()).expect("resumption key"));
+    // One victim instance: its own ticket cache, the shared RID key. Each
+    // call is a new connection whose RPC completes the handshake on both
+    // sides (so the server has filed the client's deposit).
+    let call = |config: AltsConfig, what: &'static str| async move {
+        let mut ch = connect(server.addr, &config).await;
+        unary(&mut ch, what).await.expect(what);
     };
-    let victim = instance();
-    let first = handshake_with(server.addr, &victim, "echo-prod")
-        .await
-        .expect("victim");
-    assert_eq!(first.resumption, Resumption::NotAttempted);
+    call(
+        fx.config(&c)
+            .resumption_config(ResumptionConfig::new(victim_keys.clone())),
+        "victim",
+    )
+    .await;
 
     // Mallory: the victim's RID, her own secret, a fresh ticket cache each
     // time so every connection lists the RID. Had she been given the
-    // victim's ticket she could not open it and the handshake would fail;
-    // later connections may resume from her own deposits.
+    // victim's ticket she could not open it and the call would fail.
     let rid = *victim_keys.current().rid();
-    for i in 0..3 {
-        let mallory = fx.config(&m).resumption(ResumptionKeys::new(
-            ResumptionKey::new(rid, &[0x66; 32]),
-            vec![],
-        ));
-        let seen = handshake_with(server.addr, &mallory, "echo-prod")
-            .await
-            .expect("mallory is served");
-        if i == 0 {
-            assert_eq!(seen.resumption, Resumption::NotAttempted);
-        }
+    for _ in 0..3 {
+        let mallory = fx
+            .config(&m)
+            .resumption(ResumptionKeys::new(ResumptionKey::new(rid, &[0x66; 32]), vec![]));
+        call(mallory, "mallory").await;
     }
 
-    // The server files a deposit when it reads ClientFinished, which may
-    // come just after the client's handshake returned: a few tries, each
-    // one served (a ticket of Mallory's would make it fail).
-    let mut resumed = None;
-    for _ in 0..20 {
-        let seen = handshake_with(server.addr, &instance(), "echo-prod")
-            .await
-            .expect("victim instance");
-        if seen.resumption == Resumption::ServerTicket {
-            resumed = Some(seen);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let seen = resumed.expect("never resumed from a server-side ticket");
-    assert_eq!(seen.identity, "echo-prod");
+    // Another victim instance resumes from the victim's own ticket (had it
+    // been given one of Mallory's, it could not open it).
+    call(
+        fx.config(&c)
+            .resumption_config(ResumptionConfig::new(victim_keys.clone())),
+        "victim instance",
+    )
+    .await;
+
+    let seen = seen.lock().expect("lock");
+    let modes = |who: &str| {
+        seen.iter()
+            .filter(|p| p.identity == who)
+            .map(|p| p.resumption.clone())
+            .collect::<Vec<_>>()
+    };
+    let victim = modes("frontend-prod");
+    assert_eq!(
+        victim,
+        vec![Resumption::NotAttempted, Resumption::ServerTicket],
+        "{victim:?}"
+    );
+    let mallory = modes("mallory-prod");
+    assert_eq!(mallory.len(), 3);
+    assert_eq!(mallory[0], Resumption::NotAttempted, "{mallory:?}");
 }
 
 /// Loading credentials without a policy fails closed unless the caller opts out.
