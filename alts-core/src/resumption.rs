@@ -3,32 +3,44 @@
 //! after load balancing), sealed tickets, and the single-use stores that
 //! make sure no resumption secret is ever used twice.
 //!
-//! Two kinds of ticket exist, named after who keeps them:
+//! Two kinds of ticket exist ([`TicketKind`]), named after who keeps them:
 //! - **client-side** tickets are sealed by the *server* under its RID key and
 //!   kept by the client, which presents one in `ClientInit` to resume with any
 //!   server sharing that RID;
 //! - **server-side** tickets are sealed by the *client* under its RID key and
-//!   kept by the server, which presents one in `ServerInit` to a client that
-//!   listed the RID in `accepted_rids`.
+//!   kept by the server ([`ServerTicketStore`], filed under the client's
+//!   verified identity and RID), which presents one in `ServerInit` to a
+//!   client whose verified certificate names that identity and that listed
+//!   the RID in `accepted_rids`.
 //!
-//! A ticket holds the peer's verified identity summary and a resumption
-//! secret `R`. Each side's copy of `R` leaves its store when used: the client
-//! cache and the server store hand out an entry once; a server additionally
-//! refuses a client-presented ticket it has seen before ([`ReplayGuard`]).
+//! The kind is part of the AEAD associated data, so a ticket of one kind
+//! never opens as the other. A ticket holds the peer's verified identity
+//! summary, a resumption secret `R`, and the trust it rests on
+//! ([`ChainTrust`]: the root key that verified the peer's chain and when the
+//! last full handshake did so). Resumption is refused (the handshake falls
+//! back to a full one) once the root key changed or the chain verification
+//! is older than the maximum chain age; a ticket never outlives the peer
+//! certificate's expiry.
+//!
+//! Each side's copy of `R` leaves its store when used: the client cache hands
+//! out an entry once; the server store lends one out ([`TicketLease`]) and
+//! forgets it only when the handshake that presented it completes; a server
+//! additionally refuses a client-presented ticket it has accepted before
+//! ([`ReplayGuard`], keyed by the ticket's random ID).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use alts_proto::alts_v1::TicketContents;
 use prost::Message;
 use ring::aead;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::UnixTime;
-use crate::cert::Category;
+use crate::cert::{Category, CertError};
 use crate::crypto::{SecureRandom, sha256};
-use crate::verify::VerifiedPeer;
+use crate::verify::{VerifiedPeer, Verifier};
 
 /// Length of a resumption identifier.
 pub const RID_LEN: usize = 16;
@@ -36,8 +48,24 @@ pub const RID_LEN: usize = 16;
 pub const SECRET_LEN: usize = 32;
 /// Largest sealed ticket accepted (checked before any decryption).
 pub const MAX_TICKET_LEN: usize = 4096;
+/// The ticket format version sealed and accepted. Version 1 tickets (sealed
+/// before the ticket kind and the chain trust were recorded) do not
+/// authenticate under the version 2 associated data and are refused: the
+/// handshake falls back to a full one.
+pub const TICKET_VERSION: u32 = 2;
+/// Length of the random ID inside every ticket.
+pub const TICKET_ID_LEN: usize = 16;
+/// Default maximum age of the full handshake a resumption rests on: 24 hours.
+pub const DEFAULT_MAX_CHAIN_AGE_SECS: i64 = 24 * 3600;
+/// Width of one [`InMemoryReplayGuard`] bucket, in seconds of ticket expiry.
+pub const REPLAY_BUCKET_SECS: i64 = 60;
+/// A server does not present a stored ticket this close to its expiry, so a
+/// client whose clock runs up to this much ahead does not find it expired.
+pub const PRESENT_MARGIN_SECS: i64 = 60;
 const NONCE_LEN: usize = 12;
-const TICKET_AAD: &[u8] = b"alts v1 ticket";
+const TICKET_AAD_V1: &[u8] = b"alts v1 ticket";
+const TICKET_AAD: &[u8] = b"alts v2 ticket";
+const REPLAY_ID_LABEL: &[u8] = b"alts v2 ticket id";
 
 /// Why a ticket could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -49,10 +77,11 @@ pub enum TicketError {
     /// The ticket is longer than [`MAX_TICKET_LEN`] or too short to be one.
     #[error("ticket has a bad length ({0} bytes)")]
     BadLength(usize),
-    /// Decryption failed: tampered, or sealed under another key.
+    /// Decryption failed: tampered, sealed under another key, of the other
+    /// [`TicketKind`], or of an older format version.
     #[error("ticket does not authenticate under the RID's key")]
     Authentication,
-    /// The decrypted contents are malformed.
+    /// The decrypted contents are malformed (or of another format version).
     #[error("ticket contents are malformed")]
     Malformed,
     /// The ticket's lifetime is over.
@@ -67,6 +96,86 @@ pub enum TicketError {
     /// The random source failed.
     #[error("random source failed")]
     Random,
+    /// The peer's chain was verified under a root key we no longer trust.
+    #[error("ticket rests on a root key we no longer trust")]
+    RootChanged,
+    /// The full handshake the ticket rests on is older than the maximum
+    /// chain age.
+    #[error("the chain verification behind the ticket is too old (verified at {verified_at})")]
+    ChainTooOld {
+        /// When the peer's chain was verified, seconds since the epoch.
+        verified_at: i64,
+    },
+    /// The peer recorded in the ticket no longer passes the checks a full
+    /// handshake would run (expiry, revocation, issuance policy).
+    #[error("peer in the ticket is no longer accepted: {0}")]
+    PeerNotAccepted(CertError),
+}
+
+/// Which kind of ticket: who sealed it and who presents it. Part of the
+/// associated data, so a ticket of one kind never opens as the other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TicketKind {
+    /// Sealed by a server, kept by the client and presented in `ClientInit`.
+    ClientTicket,
+    /// Sealed by a client, kept by the server and presented in `ServerInit`.
+    ServerTicket,
+}
+
+impl TicketKind {
+    fn aad_byte(self) -> u8 {
+        match self {
+            Self::ClientTicket => 1,
+            Self::ServerTicket => 2,
+        }
+    }
+}
+
+/// The trust a resumable session rests on: the root key that verified the
+/// peer's certificate chain and when the last full handshake verified it.
+/// Resumed handshakes carry it forward unchanged, so a chain of resumptions
+/// never extends it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChainTrust {
+    /// SHA-256 of the root key that verified the chain ([`crate::cert::RootKey::key_id`]).
+    pub root_key_id: [u8; 32],
+    /// When the full handshake verified the chain.
+    pub verified_at: UnixTime,
+}
+
+impl ChainTrust {
+    /// The trust of a chain `verifier` verified at `now` (a full handshake).
+    pub fn verified_now(verifier: &Verifier, now: UnixTime) -> Self {
+        Self {
+            root_key_id: verifier.root().key_id(),
+            verified_at: now,
+        }
+    }
+
+    /// The last moment a resumption may rest on this trust.
+    pub fn deadline(&self, max_chain_age_secs: i64) -> UnixTime {
+        self.verified_at.plus(max_chain_age_secs.max(0))
+    }
+
+    /// Checks that a resumption may still rest on this trust: the chain was
+    /// verified under the root `verifier` trusts now, less than
+    /// `max_chain_age_secs` ago.
+    pub fn check(
+        &self,
+        verifier: &Verifier,
+        max_chain_age_secs: i64,
+        now: UnixTime,
+    ) -> Result<(), TicketError> {
+        if self.root_key_id != verifier.root().key_id() {
+            return Err(TicketError::RootChanged);
+        }
+        if now >= self.deadline(max_chain_age_secs) {
+            return Err(TicketError::ChainTooOld {
+                verified_at: self.verified_at.secs(),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// A symmetric resumption key, named by its RID. Shared by all workloads of
@@ -104,16 +213,62 @@ impl ResumptionKey {
         &self.rid
     }
 
-    fn aad(&self) -> aead::Aad<[u8; RID_LEN + 14]> {
-        let mut aad = [0u8; RID_LEN + 14];
-        let (a, b) = aad.split_at_mut(RID_LEN);
-        a.copy_from_slice(&self.rid);
-        b.copy_from_slice(TICKET_AAD);
-        aead::Aad::from(aad)
+    /// Associated data of the current format: `rid || "alts v2 ticket" || kind`.
+    fn aad(&self, kind: TicketKind) -> Vec<u8> {
+        let mut aad = Vec::with_capacity(RID_LEN + TICKET_AAD.len() + 1);
+        aad.extend_from_slice(&self.rid);
+        aad.extend_from_slice(TICKET_AAD);
+        aad.push(kind.aad_byte());
+        aad
     }
 
-    /// Seals ticket contents: `nonce(12) || ciphertext || tag(16)`.
+    /// Associated data of format version 1: `rid || "alts v1 ticket"`.
+    fn aad_v1(&self) -> Vec<u8> {
+        let mut aad = Vec::with_capacity(RID_LEN + TICKET_AAD_V1.len());
+        aad.extend_from_slice(&self.rid);
+        aad.extend_from_slice(TICKET_AAD_V1);
+        aad
+    }
+
+    /// Seals ticket contents of `kind`: `nonce(12) || ciphertext || tag(16)`,
+    /// associated data `rid || "alts v2 ticket" || kind`.
+    pub fn seal_as(
+        &self,
+        kind: TicketKind,
+        contents: &TicketContents,
+        rng: &dyn SecureRandom,
+    ) -> Result<Vec<u8>, TicketError> {
+        self.seal_with(&self.aad(kind), contents, rng)
+    }
+
+    /// Opens a sealed ticket of `kind`; a ticket of the other kind, of
+    /// format version 1 or under another key does not authenticate.
+    pub fn open_as(&self, kind: TicketKind, ticket: &[u8]) -> Result<TicketContents, TicketError> {
+        self.open_with(&self.aad(kind), ticket)
+    }
+
+    /// Seals ticket contents with the version 1 associated data (no kind).
+    #[deprecated(
+        note = "the handshake only accepts tickets sealed with their kind; use `ResumptionKey::seal_as`"
+    )]
     pub fn seal(&self, contents: &TicketContents, rng: &dyn SecureRandom) -> Result<Vec<u8>, TicketError> {
+        self.seal_with(&self.aad_v1(), contents, rng)
+    }
+
+    /// Opens a ticket sealed with the version 1 associated data (no kind).
+    #[deprecated(
+        note = "the handshake only accepts tickets sealed with their kind; use `ResumptionKey::open_as`"
+    )]
+    pub fn open(&self, ticket: &[u8]) -> Result<TicketContents, TicketError> {
+        self.open_with(&self.aad_v1(), ticket)
+    }
+
+    fn seal_with(
+        &self,
+        aad: &[u8],
+        contents: &TicketContents,
+        rng: &dyn SecureRandom,
+    ) -> Result<Vec<u8>, TicketError> {
         let mut nonce = [0u8; NONCE_LEN];
         rng.fill(&mut nonce).map_err(|_| TicketError::Random)?;
         let mut out = Vec::with_capacity(NONCE_LEN + contents.encoded_len() + 16);
@@ -121,7 +276,11 @@ impl ResumptionKey {
         let mut body = Zeroizing::new(contents.encode_to_vec());
         let tag = self
             .key
-            .seal_in_place_separate_tag(aead::Nonce::assume_unique_for_key(nonce), self.aad(), &mut body)
+            .seal_in_place_separate_tag(
+                aead::Nonce::assume_unique_for_key(nonce),
+                aead::Aad::from(aad),
+                &mut body,
+            )
             .map_err(|_| TicketError::Authentication)?;
         out.extend_from_slice(&body);
         out.extend_from_slice(tag.as_ref());
@@ -131,8 +290,7 @@ impl ResumptionKey {
         Ok(out)
     }
 
-    /// Opens a sealed ticket.
-    pub fn open(&self, ticket: &[u8]) -> Result<TicketContents, TicketError> {
+    fn open_with(&self, aad: &[u8], ticket: &[u8]) -> Result<TicketContents, TicketError> {
         if ticket.len() > MAX_TICKET_LEN || ticket.len() < NONCE_LEN + 16 {
             return Err(TicketError::BadLength(ticket.len()));
         }
@@ -143,7 +301,11 @@ impl ResumptionKey {
         let mut buf = Zeroizing::new(sealed.to_vec());
         let plain = self
             .key
-            .open_in_place(aead::Nonce::assume_unique_for_key(nonce), self.aad(), &mut buf)
+            .open_in_place(
+                aead::Nonce::assume_unique_for_key(nonce),
+                aead::Aad::from(aad),
+                &mut buf,
+            )
             .map_err(|_| TicketError::Authentication)?;
         TicketContents::decode(&plain[..]).map_err(|_| TicketError::Malformed)
     }
@@ -171,6 +333,19 @@ impl fmt::Debug for ResumptionKey {
 #[derive(Debug)]
 pub struct ResumptionKeys {
     keys: Vec<ResumptionKey>,
+}
+
+/// What goes into a ticket a handshake issues.
+pub(crate) struct TicketParams<'a> {
+    pub(crate) kind: TicketKind,
+    /// The peer as verified (or as resumed).
+    pub(crate) peer: &'a VerifiedPeer,
+    /// The sealer's own identity.
+    pub(crate) local: &'a str,
+    pub(crate) secret: &'a ResumptionSecret,
+    pub(crate) trust: &'a ChainTrust,
+    pub(crate) expires_at: UnixTime,
+    pub(crate) record_protocol: &'a str,
 }
 
 impl ResumptionKeys {
@@ -202,22 +377,21 @@ impl ResumptionKeys {
         self.keys.iter().find(|k| k.rid[..] == *rid)
     }
 
-    /// Seals a fresh ticket under the current key: `peer` as verified now,
-    /// `local` (the sealer's identity) and the secret `R` it resumes with.
+    /// Seals a fresh ticket (with a fresh random ID) under the current key.
     pub(crate) fn seal_ticket(
         &self,
-        peer: &VerifiedPeer,
-        local: &str,
-        secret: &ResumptionSecret,
-        expires_at: UnixTime,
-        record_protocol: &str,
+        p: &TicketParams<'_>,
         rng: &dyn SecureRandom,
     ) -> Result<alts_proto::alts_v1::ResumptionTicket, TicketError> {
         let key = self.current();
-        let contents = ticket_contents(peer, local, secret, expires_at, record_protocol);
+        let mut id = [0u8; TICKET_ID_LEN];
+        rng.fill(&mut id).map_err(|_| TicketError::Random)?;
+        let mut contents = ticket_contents(p, id);
+        let sealed = key.seal_as(p.kind, &contents, rng);
+        contents.resumption_secret.zeroize();
         Ok(alts_proto::alts_v1::ResumptionTicket {
             rid: key.rid().to_vec(),
-            ticket: key.seal(&contents, rng)?,
+            ticket: sealed?,
         })
     }
 
@@ -244,26 +418,24 @@ impl fmt::Debug for ResumptionSecret {
     }
 }
 
-/// Builds the plaintext of a ticket.
-fn ticket_contents(
-    peer: &VerifiedPeer,
-    local_identity: &str,
-    secret: &ResumptionSecret,
-    expires_at: UnixTime,
-    record_protocol: &str,
-) -> TicketContents {
+/// Builds the plaintext of a ticket (the caller zeroizes its secret).
+fn ticket_contents(p: &TicketParams<'_>, id: [u8; TICKET_ID_LEN]) -> TicketContents {
+    let peer = p.peer;
     TicketContents {
-        version: 1,
+        version: TICKET_VERSION,
         peer_identity: peer.identity.clone(),
         peer_category: category_code(peer.category),
         peer_issuer: peer.issuer.clone(),
         peer_principal_revocation_id: peer.principal_revocation_id,
         peer_handshake_revocation_id: peer.handshake_revocation_id,
         peer_not_after: peer.not_after.map_or(0, UnixTime::secs),
-        local_identity: local_identity.to_owned(),
-        resumption_secret: secret.0.to_vec(),
-        expires_at: expires_at.secs(),
-        record_protocol: record_protocol.to_owned(),
+        local_identity: p.local.to_owned(),
+        resumption_secret: p.secret.0.to_vec(),
+        expires_at: p.expires_at.secs(),
+        record_protocol: p.record_protocol.to_owned(),
+        root_key_id: p.trust.root_key_id.to_vec(),
+        chain_verified_at: p.trust.verified_at.secs(),
+        ticket_id: id.to_vec(),
     }
 }
 
@@ -275,20 +447,38 @@ fn category_code(c: Category) -> u32 {
     }
 }
 
-/// What an opened ticket says, checked for lifetime and owner.
+/// What an opened ticket says, checked for version, lifetime and owner.
 pub(crate) struct OpenedTicket {
     pub(crate) peer: VerifiedPeer,
     pub(crate) secret: ResumptionSecret,
+    pub(crate) trust: ChainTrust,
+    pub(crate) id: [u8; TICKET_ID_LEN],
+    pub(crate) expires_at: UnixTime,
+}
+
+impl OpenedTicket {
+    /// What a [`ReplayGuard`] records for this ticket: derived from its
+    /// random ID only, so it does not change when the key that sealed the
+    /// ticket moves from current to previous.
+    pub(crate) fn replay_id(&self) -> [u8; 32] {
+        let mut input = [0u8; REPLAY_ID_LABEL.len() + TICKET_ID_LEN];
+        let (label, id) = input.split_at_mut(REPLAY_ID_LABEL.len());
+        label.copy_from_slice(REPLAY_ID_LABEL);
+        id.copy_from_slice(&self.id);
+        sha256(&input)
+    }
 }
 
 /// Checks decrypted contents: version, owner (`local_identity` must be the
-/// identity of whoever now resumes with it), expiry, and the secret length.
+/// identity of whoever now resumes with it), expiry, and the field lengths.
+/// The secret is zeroized whatever the outcome.
 pub(crate) fn check_contents(
     mut c: TicketContents,
     expected_owner: &str,
     now: UnixTime,
 ) -> Result<OpenedTicket, TicketError> {
-    if c.version != 1 {
+    let raw_secret = Zeroizing::new(std::mem::take(&mut c.resumption_secret));
+    if c.version != TICKET_VERSION {
         return Err(TicketError::Malformed);
     }
     if c.local_identity != expected_owner {
@@ -297,12 +487,21 @@ pub(crate) fn check_contents(
     if now.secs() >= c.expires_at {
         return Err(TicketError::Expired);
     }
-    let secret: [u8; SECRET_LEN] = c
-        .resumption_secret
+    let secret: [u8; SECRET_LEN] = raw_secret
         .as_slice()
         .try_into()
         .map_err(|_| TicketError::Malformed)?;
-    zeroize::Zeroize::zeroize(&mut c.resumption_secret);
+    let secret = ResumptionSecret(Zeroizing::new(secret));
+    let root_key_id: [u8; 32] = c
+        .root_key_id
+        .as_slice()
+        .try_into()
+        .map_err(|_| TicketError::Malformed)?;
+    let id: [u8; TICKET_ID_LEN] = c
+        .ticket_id
+        .as_slice()
+        .try_into()
+        .map_err(|_| TicketError::Malformed)?;
     let category = match c.peer_category {
         1 => Category::Person,
         2 => Category::Machine,
@@ -321,7 +520,13 @@ pub(crate) fn check_contents(
             handshake_ciphers: Vec::new(),
             record_protocols: vec![c.record_protocol],
         },
-        secret: ResumptionSecret(Zeroizing::new(secret)),
+        secret,
+        trust: ChainTrust {
+            root_key_id,
+            verified_at: UnixTime(c.chain_verified_at),
+        },
+        id,
+        expires_at: UnixTime(c.expires_at),
     })
 }
 
@@ -331,49 +536,141 @@ pub(crate) fn check_contents(
 pub trait ReplayGuard: Send + Sync + fmt::Debug {
     /// Records `ticket_id` (valid until `expires_at`); returns `false` if it
     /// was seen before or cannot be recorded (fail closed).
+    ///
+    /// The handshake passes an ID derived from the random ID sealed inside
+    /// the ticket (not from the key or the sealed bytes, so a key rotation
+    /// does not change it) and the ticket's own expiry: an entry needs to
+    /// live no longer than that, since an expired ticket is refused anyway.
     fn check_and_insert(&self, ticket_id: [u8; 32], expires_at: UnixTime, now: UnixTime) -> bool;
 }
 
-/// A bounded in-memory [`ReplayGuard`]. When full of unexpired entries it
-/// refuses new tickets (the client falls back to a full handshake).
+/// A bounded in-memory [`ReplayGuard`], bucketed by ticket expiry.
+///
+/// Entries are filed in buckets of [`REPLAY_BUCKET_SECS`] by the ticket's own
+/// expiry (a ticket always lands in the same bucket, so a lookup touches one
+/// bucket) and a bucket is dropped whole once every ticket in it has expired.
+/// Two bounds keep memory fixed without letting a flood refuse everyone:
+/// - a bucket holds at most `per_bucket` entries; once full, new tickets
+///   expiring in that same bucket are refused (those clients run a full
+///   handshake), while tickets of every other bucket are still accepted;
+/// - the guard holds at most `max_entries` entries; when full it drops its
+///   oldest bucket (the tickets closest to expiry) and from then on refuses
+///   every ticket expiring within that dropped bucket or earlier (it can no
+///   longer tell whether they were used). Freshly issued tickets expire last,
+///   so they keep resuming.
+///
+/// Every operation is a constant number of map operations under one lock,
+/// plus the amortized cost of dropping buckets.
 #[derive(Debug)]
 pub struct InMemoryReplayGuard {
-    capacity: usize,
-    seen: Mutex<HashMap<[u8; 32], i64>>,
+    max_entries: usize,
+    per_bucket: usize,
+    state: Mutex<GuardState>,
+}
+
+#[derive(Debug, Default)]
+struct GuardState {
+    /// Bucket index (expiry / REPLAY_BUCKET_SECS) → ticket IDs.
+    buckets: BTreeMap<i64, HashSet<[u8; 32]>>,
+    len: usize,
+    /// Tickets expiring before this (seconds) are refused: their bucket was
+    /// dropped to make room while they could still be valid.
+    floor: i64,
+}
+
+impl GuardState {
+    fn drop_first(&mut self) -> Option<i64> {
+        let (bucket, ids) = self.buckets.pop_first()?;
+        self.len = self.len.saturating_sub(ids.len());
+        Some(bucket)
+    }
 }
 
 impl InMemoryReplayGuard {
-    /// A guard remembering at most `capacity` tickets.
+    /// A guard remembering at most `capacity` tickets, at most a sixteenth
+    /// of them (and at least one) per bucket. A capacity of 0 refuses every
+    /// client-presented ticket (single use cannot be checked).
     pub fn new(capacity: usize) -> Self {
+        Self::with_limits(capacity, (capacity / 16).max(1))
+    }
+
+    /// A guard remembering at most `max_entries` tickets, at most
+    /// `per_bucket` of them expiring within the same [`REPLAY_BUCKET_SECS`].
+    pub fn with_limits(max_entries: usize, per_bucket: usize) -> Self {
         Self {
-            capacity,
-            seen: Mutex::new(HashMap::new()),
+            max_entries,
+            per_bucket: per_bucket.min(max_entries).max(1),
+            state: Mutex::new(GuardState::default()),
+        }
+    }
+
+    /// Number of tickets remembered.
+    pub fn len(&self) -> usize {
+        self.state.lock().map(|s| s.len).unwrap_or(0)
+    }
+
+    /// True when no ticket is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Number of buckets held.
+    pub fn bucket_count(&self) -> usize {
+        self.state.lock().map(|s| s.buckets.len()).unwrap_or(0)
+    }
+
+    /// Forgets every ticket that has expired by `now`.
+    pub fn purge_expired(&self, now: UnixTime) {
+        if let Ok(mut s) = self.state.lock() {
+            Self::purge(&mut s, now);
+        }
+    }
+
+    fn purge(s: &mut GuardState, now: UnixTime) {
+        // Bucket b holds expiries in [b * W, (b + 1) * W): all expired once
+        // (b + 1) * W <= now.
+        while let Some((&b, _)) = s.buckets.first_key_value() {
+            if b.saturating_add(1).saturating_mul(REPLAY_BUCKET_SECS) > now.secs() {
+                break;
+            }
+            s.drop_first();
         }
     }
 }
 
 impl ReplayGuard for InMemoryReplayGuard {
     fn check_and_insert(&self, ticket_id: [u8; 32], expires_at: UnixTime, now: UnixTime) -> bool {
-        let Ok(mut seen) = self.seen.lock() else {
-            return false;
-        };
-        if seen.contains_key(&ticket_id) {
+        if expires_at <= now || self.max_entries == 0 {
             return false;
         }
-        if seen.len() >= self.capacity {
-            seen.retain(|_, exp| *exp > now.secs());
-            if seen.len() >= self.capacity {
+        let Ok(mut s) = self.state.lock() else {
+            return false;
+        };
+        Self::purge(&mut s, now);
+        if expires_at.secs() < s.floor {
+            return false;
+        }
+        let bucket = expires_at.secs().div_euclid(REPLAY_BUCKET_SECS);
+        if let Some(ids) = s.buckets.get(&bucket)
+            && (ids.contains(&ticket_id) || ids.len() >= self.per_bucket)
+        {
+            return false;
+        }
+        while s.len >= self.max_entries {
+            let Some(dropped) = s.drop_first() else { break };
+            s.floor = s
+                .floor
+                .max(dropped.saturating_add(1).saturating_mul(REPLAY_BUCKET_SECS));
+            if dropped >= bucket {
+                // This ticket's own bucket went: it falls under the floor.
                 return false;
             }
         }
-        seen.insert(ticket_id, expires_at.secs());
+        if s.buckets.entry(bucket).or_default().insert(ticket_id) {
+            s.len += 1;
+        }
         true
     }
-}
-
-/// The identifier a replay guard records for a ticket.
-pub(crate) fn ticket_id(ticket: &[u8]) -> [u8; 32] {
-    sha256(ticket)
 }
 
 /// A ticket the client keeps: the server-sealed ticket, the secret inside it,
@@ -390,27 +687,39 @@ pub struct ClientTicket {
     pub peer: VerifiedPeer,
     /// When the ticket stops being useful.
     pub expires_at: UnixTime,
+    /// The client's trust in the server's chain (root key, last full
+    /// handshake); the client offers the ticket only while it still holds.
+    pub trust: ChainTrust,
 }
+
+/// Most session keys for which server-side tickets can be suspended at once.
+const MAX_SUSPENDED: usize = 4096;
 
 /// A bounded cache of client-side tickets, keyed by a caller-chosen session
 /// key (e.g. the target identity or authority). `take` removes the ticket:
 /// each is offered once.
+///
+/// It also remembers, per session key, until when the client lists no RIDs
+/// (asks for no server-side ticket): set after a server presented a ticket
+/// this client could not use, so later connections do not meet it again.
 #[derive(Debug)]
 pub struct ClientSessionCache {
     per_key: usize,
     max_keys: usize,
     map: Mutex<HashMap<String, VecDeque<ClientTicket>>>,
+    suspended: Mutex<HashMap<String, UnixTime>>,
 }
 
 impl ClientSessionCache {
     /// A cache of at most `max_keys` keys with `per_key` tickets each. When
-    /// either is 0 the cache keeps nothing (every connection runs a full
+    /// either is 0 the cache keeps no ticket (every connection runs a full
     /// handshake unless the server presents a ticket).
     pub fn new(max_keys: usize, per_key: usize) -> Self {
         Self {
             per_key,
             max_keys,
             map: Mutex::new(HashMap::new()),
+            suspended: Mutex::new(HashMap::new()),
         }
     }
 
@@ -445,6 +754,44 @@ impl ClientSessionCache {
         None
     }
 
+    /// Forgets every ticket held for `key`.
+    pub fn forget(&self, key: &str) {
+        if let Ok(mut m) = self.map.lock() {
+            m.remove(key);
+        }
+    }
+
+    /// Lists no RIDs (asks for no server-side ticket) in connections under
+    /// `key` until `until`. Kept even when the cache keeps no tickets; at
+    /// most 4096 keys are suspended at once (expired marks go first, then the
+    /// one ending soonest).
+    pub fn suspend_server_tickets(&self, key: &str, until: UnixTime) {
+        let Ok(mut m) = self.suspended.lock() else { return };
+        if !m.contains_key(key) && m.len() >= MAX_SUSPENDED {
+            let soonest = m.iter().min_by_key(|(_, t)| **t).map(|(k, _)| k.clone());
+            if let Some(k) = soonest {
+                m.remove(&k);
+            }
+        }
+        let e = m.entry(key.to_owned()).or_insert(until);
+        *e = (*e).max(until);
+    }
+
+    /// True while connections under `key` ask for no server-side ticket.
+    pub fn server_tickets_suspended(&self, key: &str, now: UnixTime) -> bool {
+        let Ok(mut m) = self.suspended.lock() else {
+            return true;
+        };
+        match m.get(key) {
+            Some(until) if *until > now => true,
+            Some(_) => {
+                m.remove(key);
+                false
+            }
+            None => false,
+        }
+    }
+
     /// Number of tickets held for `key` (see [`ClientSessionCache::total_len`]
     /// for all keys).
     pub fn len(&self, key: &str) -> usize {
@@ -469,7 +816,8 @@ impl ClientSessionCache {
     }
 
     /// Forgets every ticket (e.g. after the server's identity or keys
-    /// changed); the secrets inside are zeroized as they drop.
+    /// changed); the secrets inside are zeroized as they drop. Suspensions of
+    /// server-side tickets stay.
     pub fn clear(&self) {
         if let Ok(mut m) = self.map.lock() {
             m.clear();
@@ -490,73 +838,200 @@ pub struct StoredServerTicket {
     pub ticket: Vec<u8>,
     /// The resumption secret.
     pub secret: ResumptionSecret,
-    /// The client as verified when the ticket was issued.
+    /// The client as verified when the ticket was issued: the store files
+    /// the ticket under this identity.
     pub peer: VerifiedPeer,
     /// When the ticket stops being useful.
     pub expires_at: UnixTime,
+    /// The server's trust in the client's chain (root key, last full
+    /// handshake); the server presents the ticket only while it still holds.
+    pub trust: ChainTrust,
 }
 
-/// A bounded store of server-side tickets keyed by the client's RID. `take`
-/// removes the ticket: each secret is used once.
-#[derive(Debug)]
+struct StoreEntry {
+    rid: [u8; RID_LEN],
+    /// Insertion order (restored entries keep theirs).
+    seq: u64,
+    ticket: StoredServerTicket,
+}
+
+#[derive(Default)]
+struct StoreState {
+    /// Depositing (verified) identity → its tickets, oldest first.
+    by_identity: HashMap<String, VecDeque<StoreEntry>>,
+    len: usize,
+    next_seq: u64,
+}
+
+/// Default bound on all tickets a [`ServerTicketStore`] holds.
+pub const DEFAULT_STORE_MAX_TICKETS: usize = 16 * 1024;
+/// Default bound on the tickets one client identity has in a [`ServerTicketStore`].
+pub const DEFAULT_STORE_PER_IDENTITY: usize = 1024;
+
+/// A bounded store of server-side tickets, filed under the depositing
+/// client's verified identity and the RID the ticket was sealed under.
+///
+/// A ticket is presented only to a client whose verified certificate names
+/// the identity it was filed under, and only for a RID that client listed:
+/// a client of another identity can neither receive another identity's
+/// tickets nor plant one for it. [`ServerTicketStore::lease`] lends a ticket
+/// out; it returns to the store unless the handshake that presented it
+/// completes ([`TicketLease::commit`]). Each identity holds at most
+/// `per_identity` tickets (its oldest goes first); the store holds at most
+/// `max_tickets` (the oldest ticket of the identity holding the most goes
+/// first).
 pub struct ServerTicketStore {
-    per_rid: usize,
-    max_rids: usize,
-    map: Mutex<HashMap<Vec<u8>, VecDeque<StoredServerTicket>>>,
+    max_tickets: usize,
+    per_identity: usize,
+    state: Mutex<StoreState>,
 }
 
 impl ServerTicketStore {
-    /// A store of at most `max_rids` RIDs with `per_rid` tickets each. When
-    /// either is 0 the store keeps nothing.
+    /// A store of at most `max_rids * per_rid` tickets, `per_rid` per client
+    /// identity.
+    #[deprecated(note = "tickets are filed by client identity and RID; use `ServerTicketStore::with_limits`")]
     pub fn new(max_rids: usize, per_rid: usize) -> Self {
+        Self::with_limits(max_rids.saturating_mul(per_rid), per_rid)
+    }
+
+    /// A store of at most `max_tickets` tickets, at most `per_identity` of
+    /// them deposited by one client identity. When either is 0 the store
+    /// keeps nothing.
+    pub fn with_limits(max_tickets: usize, per_identity: usize) -> Self {
         Self {
-            per_rid,
-            max_rids,
-            map: Mutex::new(HashMap::new()),
+            max_tickets,
+            per_identity,
+            state: Mutex::new(StoreState::default()),
         }
     }
 
-    /// Stores a ticket under the client's RID.
+    /// Stores a ticket the client `ticket.peer` deposited under `rid`.
+    /// Tickets whose RID is not [`RID_LEN`] bytes are not kept.
     pub fn put(&self, rid: &[u8], ticket: StoredServerTicket) {
-        if self.max_rids == 0 || self.per_rid == 0 {
+        let Ok(rid) = <[u8; RID_LEN]>::try_from(rid) else {
+            return;
+        };
+        let Ok(mut s) = self.state.lock() else { return };
+        let seq = s.next_seq;
+        s.next_seq = s.next_seq.wrapping_add(1);
+        self.insert(&mut s, StoreEntry { rid, seq, ticket });
+    }
+
+    /// Inserts `entry` in order of `seq`, then enforces both bounds.
+    fn insert(&self, s: &mut StoreState, entry: StoreEntry) {
+        if self.max_tickets == 0 || self.per_identity == 0 {
             return;
         }
-        let Ok(mut map) = self.map.lock() else { return };
-        if !map.contains_key(rid) && map.len() >= self.max_rids {
-            let Some(victim) = map.keys().next().cloned() else {
-                return;
-            };
-            map.remove(&victim);
-        }
-        let q = map.entry(rid.to_vec()).or_default();
-        while q.len() >= self.per_rid {
+        let q = s
+            .by_identity
+            .entry(entry.ticket.peer.identity.clone())
+            .or_default();
+        let at = q.partition_point(|e| e.seq < entry.seq);
+        q.insert(at, entry);
+        let mut removed = 0;
+        while q.len() > self.per_identity {
             q.pop_front();
+            removed += 1;
         }
-        q.push_back(ticket);
+        s.len = s.len.saturating_add(1).saturating_sub(removed);
+        while s.len > self.max_tickets {
+            let Some(largest) = s
+                .by_identity
+                .iter()
+                .max_by_key(|(_, q)| q.len())
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            let Some(q) = s.by_identity.get_mut(&largest) else {
+                break;
+            };
+            q.pop_front();
+            if q.is_empty() {
+                s.by_identity.remove(&largest);
+            }
+            s.len = s.len.saturating_sub(1);
+        }
     }
 
-    /// Removes and returns an unexpired ticket for one of `rids`.
+    /// Lends out the newest ticket filed under `identity` for one of `rids`
+    /// that is not within [`PRESENT_MARGIN_SECS`] of expiry (expired tickets
+    /// met on the way are dropped). `identity` must be the client's verified
+    /// identity. The ticket returns to the store when the lease drops
+    /// without [`TicketLease::commit`].
+    pub fn lease(self: &Arc<Self>, identity: &str, rids: &[Vec<u8>], now: UnixTime) -> Option<TicketLease> {
+        let mut s = self.state.lock().ok()?;
+        let q = s.by_identity.get_mut(identity)?;
+        let mut found = None;
+        let mut expired = 0;
+        let mut i = q.len();
+        while i > 0 {
+            i -= 1;
+            let Some(e) = q.get(i) else { break };
+            if e.ticket.expires_at <= now {
+                q.remove(i);
+                expired += 1;
+                continue;
+            }
+            if e.ticket.expires_at <= now.plus(PRESENT_MARGIN_SECS) {
+                continue;
+            }
+            if rids.iter().any(|r| r[..] == e.rid[..]) {
+                found = q.remove(i);
+                break;
+            }
+        }
+        if q.is_empty() {
+            s.by_identity.remove(identity);
+        }
+        s.len = s.len.saturating_sub(expired + usize::from(found.is_some()));
+        let entry = found?;
+        Some(TicketLease {
+            store: Arc::clone(self),
+            rid: entry.rid,
+            seq: entry.seq,
+            ticket: entry.ticket,
+            committed: false,
+        })
+    }
+
+    /// Removes and returns an unexpired ticket for one of `rids`, whoever
+    /// deposited it.
+    #[deprecated(
+        note = "hands out any identity's ticket; use `ServerTicketStore::lease` with the client's verified identity"
+    )]
     pub fn take(&self, rids: &[Vec<u8>], now: UnixTime) -> Option<(Vec<u8>, StoredServerTicket)> {
-        let mut map = self.map.lock().ok()?;
-        for rid in rids {
-            if let Some(q) = map.get_mut(rid) {
-                while let Some(t) = q.pop_back() {
-                    if t.expires_at > now {
-                        return Some((rid.clone(), t));
-                    }
+        let mut s = self.state.lock().ok()?;
+        let mut best: Option<(String, usize, u64)> = None;
+        for (id, q) in &s.by_identity {
+            for (i, e) in q.iter().enumerate() {
+                let newer = best.as_ref().is_none_or(|b| e.seq > b.2);
+                if newer && e.ticket.expires_at > now && rids.iter().any(|r| r[..] == e.rid[..]) {
+                    best = Some((id.clone(), i, e.seq));
                 }
             }
         }
-        None
+        let (id, i, _) = best?;
+        let q = s.by_identity.get_mut(&id)?;
+        let e = q.remove(i)?;
+        if q.is_empty() {
+            s.by_identity.remove(&id);
+        }
+        s.len = s.len.saturating_sub(1);
+        Some((e.rid.to_vec(), e.ticket))
     }
-}
 
-impl ServerTicketStore {
-    /// Number of tickets held, over all RIDs.
+    /// Number of tickets held, over all identities.
     pub fn total_len(&self) -> usize {
-        self.map
+        self.state.lock().map(|s| s.len).unwrap_or(0)
+    }
+
+    /// Number of tickets filed under `identity`.
+    pub fn identity_len(&self, identity: &str) -> usize {
+        self.state
             .lock()
-            .map(|m| m.values().map(VecDeque::len).sum())
+            .ok()
+            .and_then(|s| s.by_identity.get(identity).map(VecDeque::len))
             .unwrap_or(0)
     }
 
@@ -567,14 +1042,83 @@ impl ServerTicketStore {
 
     /// Forgets every ticket.
     pub fn clear(&self) {
-        if let Ok(mut m) = self.map.lock() {
-            m.clear();
+        if let Ok(mut s) = self.state.lock() {
+            s.by_identity.clear();
+            s.len = 0;
         }
+    }
+}
+
+impl fmt::Debug for ServerTicketStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerTicketStore")
+            .field("max_tickets", &self.max_tickets)
+            .field("per_identity", &self.per_identity)
+            .field("len", &self.total_len())
+            .finish_non_exhaustive()
     }
 }
 
 impl Default for ServerTicketStore {
     fn default() -> Self {
-        Self::new(4096, 4)
+        Self::with_limits(DEFAULT_STORE_MAX_TICKETS, DEFAULT_STORE_PER_IDENTITY)
+    }
+}
+
+/// A server-side ticket lent out by [`ServerTicketStore::lease`] while a
+/// handshake presents it. Dropped without [`TicketLease::commit`] (the
+/// handshake failed or the connection died before a valid ClientFinished),
+/// it goes back to the store in its old place, so a peer that cannot finish
+/// the handshake cannot use up another client's tickets.
+pub struct TicketLease {
+    store: Arc<ServerTicketStore>,
+    rid: [u8; RID_LEN],
+    seq: u64,
+    ticket: StoredServerTicket,
+    committed: bool,
+}
+
+impl TicketLease {
+    /// The RID the ticket was sealed under.
+    pub fn rid(&self) -> &[u8; RID_LEN] {
+        &self.rid
+    }
+
+    /// The ticket.
+    pub fn ticket(&self) -> &StoredServerTicket {
+        &self.ticket
+    }
+
+    /// Keeps the ticket out of the store for good: it was used (a valid
+    /// ClientFinished arrived) or can no longer be used. Its secret is
+    /// zeroized.
+    pub fn commit(mut self) {
+        self.committed = true;
+    }
+}
+
+impl Drop for TicketLease {
+    fn drop(&mut self) {
+        if self.committed {
+            return;
+        }
+        if let Ok(mut s) = self.store.state.lock() {
+            let entry = StoreEntry {
+                rid: self.rid,
+                seq: self.seq,
+                ticket: self.ticket.clone(),
+            };
+            self.store.insert(&mut s, entry);
+        }
+    }
+}
+
+impl fmt::Debug for TicketLease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TicketLease")
+            .field("rid", &crate::crypto::Hex(&self.rid))
+            .field("identity", &self.ticket.peer.identity)
+            .field("committed", &self.committed)
+            .finish_non_exhaustive()
     }
 }

@@ -1321,7 +1321,7 @@ fn session_caches_of_capacity_zero_keep_nothing() {
         c.resumption = Some(rc);
         let mut s = config(&w, &w.server, b"s");
         let mut rs = ResumptionConfig::new(rkeys(2));
-        rs.server_store = Arc::new(ServerTicketStore::new(max, per));
+        rs.server_store = Arc::new(ServerTicketStore::with_limits(max, per));
         s.resumption = Some(rs);
         for _ in 0..2 {
             let (co, so) = run(c.clone(), s.clone(), ClientOptions::default(), Delivery::Whole).unwrap();

@@ -1,17 +1,19 @@
 //! Resumption tickets.
 //!
 //! Raw mode (first byte even): the rest of the input goes to
-//! `ResumptionKey::open` (must fail: nobody but the key holder can seal).
+//! `ResumptionKey::open_as` for both kinds (must fail: nobody but the key
+//! holder can seal).
 //!
 //! Sealed mode (first byte odd): the rest is sealed as ticket plaintext with
-//! the key's own AES-256-GCM parameters (through ring), so decoding after
-//! decryption is reached. `open` must then succeed exactly when the
-//! plaintext decodes as `TicketContents`, and a decoded ticket must
-//! round-trip through `seal` → `open`.
+//! the key's own AES-256-GCM parameters (through ring) and the associated
+//! data of the kind the mode byte picks, so decoding after decryption is
+//! reached. `open_as` must then succeed for that kind exactly when the
+//! plaintext decodes as `TicketContents`, never for the other kind, and a
+//! decoded ticket must round-trip through `seal_as` → `open_as`.
 #![no_main]
 
 use alts_core::crypto::DeterministicRandom;
-use alts_core::resumption::{MAX_TICKET_LEN, ResumptionKey};
+use alts_core::resumption::{MAX_TICKET_LEN, ResumptionKey, TicketKind};
 use alts_proto::alts_v1::TicketContents;
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
@@ -24,14 +26,22 @@ fuzz_target!(|data: &[u8]| {
     let [mode, rest @ ..] = data else { return };
     let key = ResumptionKey::new(RID, &SECRET);
     if mode % 2 == 0 {
-        assert!(key.open(rest).is_err(), "forged ticket opened");
+        for kind in [TicketKind::ClientTicket, TicketKind::ServerTicket] {
+            assert!(key.open_as(kind, rest).is_err(), "forged ticket opened");
+        }
         return;
     }
+    let (kind, other, kind_byte) = if mode & 2 == 0 {
+        (TicketKind::ClientTicket, TicketKind::ServerTicket, 1u8)
+    } else {
+        (TicketKind::ServerTicket, TicketKind::ClientTicket, 2u8)
+    };
     let (nonce, plain) = rest.split_at(rest.len().min(12));
     let mut n = [0u8; 12];
     n[..nonce.len()].copy_from_slice(nonce);
     let mut aad = RID.to_vec();
-    aad.extend_from_slice(b"alts v1 ticket");
+    aad.extend_from_slice(b"alts v2 ticket");
+    aad.push(kind_byte);
     let sealing = aead::LessSafeKey::new(aead::UnboundKey::new(&aead::AES_256_GCM, &SECRET).unwrap());
     let mut body = plain.to_vec();
     let tag = sealing
@@ -44,7 +54,8 @@ fuzz_target!(|data: &[u8]| {
     let mut ticket = n.to_vec();
     ticket.extend_from_slice(&body);
     ticket.extend_from_slice(tag.as_ref());
-    let opened = key.open(&ticket);
+    assert!(key.open_as(other, &ticket).is_err(), "opened as the other kind");
+    let opened = key.open_as(kind, &ticket);
     if ticket.len() > MAX_TICKET_LEN {
         assert!(opened.is_err());
         return;
@@ -53,8 +64,9 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(opened.is_ok(), decoded.is_ok());
     if let Ok(contents) = opened {
         assert_eq!(Ok(&contents), decoded.as_ref().map_err(|_| ()));
-        if let Ok(resealed) = key.seal(&contents, &DeterministicRandom::new(rest)) {
-            assert_eq!(key.open(&resealed).unwrap(), contents);
+        if let Ok(resealed) = key.seal_as(kind, &contents, &DeterministicRandom::new(rest)) {
+            assert_eq!(key.open_as(kind, &resealed).unwrap(), contents);
+            assert!(key.open_as(other, &resealed).is_err());
         }
     }
 });

@@ -100,11 +100,11 @@ fn config(who: &Issued, keys: &Arc<ResumptionKeys>, variant: Variant, seed: &[u8
         Variant::Kci => c.kci_resistant = true,
         Variant::Resumption => {
             c.resumption = Some(ResumptionConfig {
-                keys: keys.clone(),
                 ticket_lifetime_secs: 7200,
                 replay_guard: Arc::new(InMemoryReplayGuard::new(64)),
                 client_cache: Arc::new(ClientSessionCache::new(4, 4)),
-                server_store: Arc::new(ServerTicketStore::new(4, 4)),
+                server_store: Arc::new(ServerTicketStore::with_limits(16, 4)),
+                ..ResumptionConfig::new(keys.clone())
             })
         }
     }

@@ -201,6 +201,81 @@ async fn second_connection_resumes() {
     );
 }
 
+/// Server-side tickets over real sockets: a client of another identity that
+/// names the victim's RID (with a key of its own) deposits tickets and lists
+/// that RID; none of its tickets reaches the victim and it gets none of the
+/// victim's. Another victim instance (same RID key, empty ticket cache) then
+/// resumes from the victim's own server-side ticket.
+#[tokio::test(flavor = "multi_thread")]
+async fn server_side_tickets_are_filed_by_verified_identity() {
+    use alts_core::handshake::ResumptionConfig;
+    use alts_core::resumption::ResumptionKey;
+
+    let mut fx = Fixture::new();
+    let (s, c, m) = (
+        fx.issue("echo-prod"),
+        fx.issue("frontend-prod"),
+        fx.issue("mallory-prod"),
+    );
+    let (authz, seen) = recording_authorizer();
+    let server = serve(
+        with_resumption(fx.config(&s)),
+        ServerOpts::layer(AltsAuthzLayer::new(authz)),
+    )
+    .await;
+    let victim_keys = Arc::new(ResumptionKeys::generate(&RingRandom::default()).expect("resumption key"));
+    // One victim instance: its own ticket cache, the shared RID key. Each
+    // call is a new connection whose RPC completes the handshake on both
+    // sides (so the server has filed the client's deposit).
+    let call = |config: AltsConfig, what: &'static str| async move {
+        let mut ch = connect(server.addr, &config).await;
+        unary(&mut ch, what).await.expect(what);
+    };
+    call(
+        fx.config(&c)
+            .resumption_config(ResumptionConfig::new(victim_keys.clone())),
+        "victim",
+    )
+    .await;
+
+    // Mallory: the victim's RID, her own secret, a fresh ticket cache each
+    // time so every connection lists the RID. Had she been given the
+    // victim's ticket she could not open it and the call would fail.
+    let rid = *victim_keys.current().rid();
+    for _ in 0..3 {
+        let mallory = fx
+            .config(&m)
+            .resumption(ResumptionKeys::new(ResumptionKey::new(rid, &[0x66; 32]), vec![]));
+        call(mallory, "mallory").await;
+    }
+
+    // Another victim instance resumes from the victim's own ticket (had it
+    // been given one of Mallory's, it could not open it).
+    call(
+        fx.config(&c)
+            .resumption_config(ResumptionConfig::new(victim_keys.clone())),
+        "victim instance",
+    )
+    .await;
+
+    let seen = seen.lock().expect("lock");
+    let modes = |who: &str| {
+        seen.iter()
+            .filter(|p| p.identity == who)
+            .map(|p| p.resumption.clone())
+            .collect::<Vec<_>>()
+    };
+    let victim = modes("frontend-prod");
+    assert_eq!(
+        victim,
+        vec![Resumption::NotAttempted, Resumption::ServerTicket],
+        "{victim:?}"
+    );
+    let mallory = modes("mallory-prod");
+    assert_eq!(mallory.len(), 3);
+    assert_eq!(mallory[0], Resumption::NotAttempted, "{mallory:?}");
+}
+
 /// Loading credentials without a policy fails closed unless the caller opts out.
 #[test]
 fn missing_policy_fails_closed() {

@@ -11,12 +11,14 @@ use super::key_schedule::{self, Secrets, Transcript};
 use super::messages;
 use super::{
     ClientOptions, Core, HandshakeConfig, HandshakeError, HandshakeOutcome, Machine, Phase, Resumption,
-    RpcVersion, RpcVersions, ephemeral_group, negotiated_frame_size, random_nonce,
+    ResumptionConfig, RpcVersion, RpcVersions, ephemeral_group, negotiated_frame_size, random_nonce,
 };
 use crate::UnixTime;
 use crate::crypto::{CryptoError, StaticKeyPair};
 use crate::record::{RecordProtocol, Side};
-use crate::resumption::{ClientTicket, TicketError, check_contents};
+use crate::resumption::{
+    ChainTrust, ClientTicket, OpenedTicket, TicketError, TicketKind, TicketParams, check_contents,
+};
 use crate::verify::VerifiedPeer;
 
 /// The client side of an ALTS handshake.
@@ -37,6 +39,8 @@ pub(crate) struct ExpectServerInit {
     transcript: Transcript,
     ephemeral: Option<StaticKeyPair>,
     offered_ticket: Option<ClientTicket>,
+    /// The RIDs listed in ClientInit (a server-side ticket must name one).
+    accepted_rids: Vec<Vec<u8>>,
 }
 
 pub(crate) struct ExpectServerFinished {
@@ -53,6 +57,9 @@ pub(crate) struct ExpectServerFinished {
     max_frame_size: u32,
     resumption: Resumption,
     pfs: bool,
+    /// Our trust in the server's chain: from this handshake, or carried
+    /// forward from the ticket it resumed.
+    trust: ChainTrust,
 }
 
 impl ClientHandshake {
@@ -70,7 +77,13 @@ impl ClientHandshake {
             None
         };
         let resumption = c.resumption.as_ref().filter(|_| !kci);
-        let offered_ticket = resumption.and_then(|r| r.client_cache.take(&options.cache_key(), now));
+        let cache_key = options.cache_key();
+        let offered_ticket = resumption.and_then(|r| usable_cached_ticket(c, r, &options, &cache_key, now));
+        // No server-side ticket while they are suspended for this session key.
+        let accepted_rids: Vec<Vec<u8>> = resumption
+            .filter(|r| !r.client_cache.server_tickets_suspended(&cache_key, now))
+            .map(|r| r.keys.rids().map(|r| r.to_vec()).collect())
+            .unwrap_or_default();
         let ci = ClientInit {
             version: 1,
             handshake_cert: c.credentials.cert_bytes().to_vec(),
@@ -88,9 +101,7 @@ impl ClientHandshake {
             rpc_versions: Some(c.rpc_versions.to_proto()),
             max_frame_size: c.max_frame_size,
             application_protocols: c.application_protocols.clone(),
-            accepted_rids: resumption
-                .map(|r| r.keys.rids().map(|r| r.to_vec()).collect())
-                .unwrap_or_default(),
+            accepted_rids: accepted_rids.clone(),
             kci_resistant: kci,
             pfs: ephemeral.is_some(),
         };
@@ -101,6 +112,7 @@ impl ClientHandshake {
             transcript,
             ephemeral,
             offered_ticket,
+            accepted_rids,
         }));
         Ok(Self {
             core: Core::new(first, framed),
@@ -179,11 +191,13 @@ impl ClientHandshake {
             return Err(HandshakeError::Malformed("resumption in KCI-resistant mode"));
         }
 
+        let mut resumed_trust = None;
         let (peer, ikm_first, resumption): (VerifiedPeer, Zeroizing<Vec<u8>>, Resumption) = match mode {
             ResumptionMode::ClientTicket => {
                 let t = st
                     .offered_ticket
                     .ok_or(HandshakeError::Malformed("resumed without a ticket"))?;
+                resumed_trust = Some(t.trust);
                 (
                     t.peer,
                     Zeroizing::new(t.secret.as_bytes().to_vec()),
@@ -195,17 +209,14 @@ impl ClientHandshake {
                     .resumption
                     .as_ref()
                     .ok_or(HandshakeError::Malformed("missing server ticket"))?;
-                let keys = c
+                // Only a ticket for a RID we listed (none while suspended).
+                let r = c
                     .resumption
                     .as_ref()
-                    .map(|r| &r.keys)
+                    .filter(|_| st.accepted_rids.contains(&offered.rid))
                     .ok_or(HandshakeError::BadResumption(TicketError::UnknownRid))?;
-                let key = keys
-                    .find(&offered.rid)
-                    .ok_or(HandshakeError::BadResumption(TicketError::UnknownRid))?;
-                let contents = key.open(&offered.ticket).map_err(HandshakeError::BadResumption)?;
-                let opened = check_contents(contents, self.config.credentials.identity(), self.now)
-                    .map_err(HandshakeError::BadResumption)?;
+                let opened = self.open_server_ticket(r, &offered.rid, &offered.ticket)?;
+                resumed_trust = Some(opened.trust);
                 (
                     opened.peer,
                     Zeroizing::new(opened.secret.as_bytes().to_vec()),
@@ -236,6 +247,7 @@ impl ClientHandshake {
             c.verifier.recheck(&peer, self.now)?;
         }
         self.check_target(&peer)?;
+        let trust = resumed_trust.unwrap_or_else(|| ChainTrust::verified_now(&c.verifier, self.now));
 
         let mut ikm = ikm_first;
         if let Some(ee) = &ee {
@@ -259,6 +271,42 @@ impl ClientHandshake {
             max_frame_size,
             resumption,
             pfs: ee.is_some(),
+            trust,
+        })
+    }
+
+    /// Opens and checks a server-presented (server-side) ticket. When it
+    /// cannot be used, this handshake fails (the server keyed it to the
+    /// ticket) and the session key's state is reset so that the next
+    /// connection runs a full handshake: its cached tickets are forgotten
+    /// and no RID is listed under it for `ticket_lifetime_secs`.
+    fn open_server_ticket(
+        &self,
+        r: &ResumptionConfig,
+        rid: &[u8],
+        ticket: &[u8],
+    ) -> Result<OpenedTicket, HandshakeError> {
+        let c = &self.config;
+        let opened = r
+            .keys
+            .find(rid)
+            .ok_or(TicketError::UnknownRid)
+            .and_then(|key| key.open_as(TicketKind::ServerTicket, ticket))
+            .and_then(|contents| check_contents(contents, c.credentials.identity(), self.now))
+            .and_then(|opened| {
+                opened.trust.check(&c.verifier, r.max_chain_age_secs, self.now)?;
+                c.verifier
+                    .recheck(&opened.peer, self.now)
+                    .map_err(TicketError::PeerNotAccepted)?;
+                Ok(opened)
+            });
+        opened.map_err(|e| {
+            let key = self.options.cache_key();
+            r.client_cache.forget(&key);
+            r.client_cache
+                .suspend_server_tickets(&key, self.now.plus(r.ticket_lifetime_secs));
+            tracing::debug!(reason = %e, "server-side ticket unusable; the next connection runs a full handshake");
+            HandshakeError::UnusableServerTicket(e)
         })
     }
 
@@ -283,8 +331,9 @@ impl ClientHandshake {
         let kci = c.kci_resistant;
         let local = c.credentials.identity().to_owned();
         let mut cf_ticket = None;
-        if let Some(r) = c.resumption.as_ref().filter(|_| !kci) {
-            let expires_at = self.now.plus(r.ticket_lifetime_secs);
+        if let Some(r) = c.resumption.as_ref().filter(|_| !kci)
+            && let Some(expires_at) = r.ticket_expiry(&st.peer, &st.trust, self.now)
+        {
             if let Some(t) = new_ticket {
                 r.client_cache.put(
                     &self.options.cache_key(),
@@ -294,19 +343,22 @@ impl ClientHandshake {
                         secret: st.secrets.r_client_ticket.clone(),
                         peer: st.peer.clone(),
                         expires_at,
+                        trust: st.trust,
                     },
                 );
             }
+            let params = TicketParams {
+                kind: TicketKind::ServerTicket,
+                peer: &st.peer,
+                local: &local,
+                secret: &st.secrets.r_server_ticket,
+                trust: &st.trust,
+                expires_at,
+                record_protocol: st.record_protocol.name(),
+            };
             cf_ticket = Some(
                 r.keys
-                    .seal_ticket(
-                        &st.peer,
-                        &local,
-                        &st.secrets.r_server_ticket,
-                        expires_at,
-                        st.record_protocol.name(),
-                        c.provider.random.as_ref(),
-                    )
+                    .seal_ticket(&params, c.provider.random.as_ref())
                     .map_err(|_| HandshakeError::Crypto(CryptoError::Random))?,
             );
         }
@@ -336,6 +388,38 @@ impl ClientHandshake {
             kci_resistant: kci,
         })
     }
+}
+
+/// Takes the newest cached ticket for `key` the client may still resume
+/// with: its trust holds (same root key, chain verification within the
+/// maximum age), the server it records still passes the verifier's checks
+/// (expiry, revocation, issuance policy) and is one of the targets. Tickets
+/// that fail are dropped, so the server is never asked to resume a session
+/// the client would then refuse.
+fn usable_cached_ticket(
+    c: &HandshakeConfig,
+    r: &ResumptionConfig,
+    options: &ClientOptions,
+    key: &str,
+    now: UnixTime,
+) -> Option<ClientTicket> {
+    let targets = &options.target_identities;
+    while let Some(t) = r.client_cache.take(key, now) {
+        let usable = t
+            .trust
+            .check(&c.verifier, r.max_chain_age_secs, now)
+            .and_then(|()| {
+                c.verifier
+                    .recheck(&t.peer, now)
+                    .map_err(TicketError::PeerNotAccepted)
+            });
+        match usable {
+            Ok(()) if targets.is_empty() || targets.contains(&t.peer.identity) => return Some(t),
+            Ok(()) => tracing::debug!("cached ticket's server is not a target; dropped"),
+            Err(e) => tracing::debug!(reason = %e, "cached ticket no longer usable; dropped"),
+        }
+    }
+    None
 }
 
 impl Machine for ClientHandshake {

@@ -41,10 +41,13 @@ pub use key_schedule::{
 pub use messages::{MAX_HANDSHAKE_MESSAGE, MAX_LIST, MAX_NAME, MAX_SHARE, MAX_TICKET, NONCE_LEN};
 pub use server::ServerHandshake;
 
+use crate::UnixTime;
 use crate::cert::{CertError, LocalCredentials};
 use crate::crypto::{CryptoError, CryptoProvider};
 use crate::record::{self, RecordConfig, RecordProtocol, Side};
-use crate::resumption::{ClientSessionCache, ReplayGuard, ResumptionKeys, ServerTicketStore, TicketError};
+use crate::resumption::{
+    ChainTrust, ClientSessionCache, ReplayGuard, ResumptionKeys, ServerTicketStore, TicketError,
+};
 use crate::verify::{VerifiedPeer, Verifier};
 
 /// The handshake cipher: static X25519 between the certificates, optional
@@ -140,9 +143,20 @@ pub enum HandshakeError {
         /// The predicate's reason.
         reason: String,
     },
-    /// The server claimed a resumption the client cannot complete.
+    /// The server claimed a resumption the client cannot complete (it
+    /// presented a ticket for a RID the client did not list).
     #[error("server resumption refused: {0}")]
     BadResumption(TicketError),
+    /// The server presented a server-side ticket this client cannot use
+    /// (it does not open, belongs to another identity, expired, rests on a
+    /// root key or chain verification the client no longer accepts, or the
+    /// server it records no longer passes the checks). The server has keyed
+    /// the handshake to that ticket, so this handshake fails; the client
+    /// forgets its tickets for the session key and asks for no server-side
+    /// ticket under it for `ticket_lifetime_secs`, so the next connection
+    /// runs a full handshake.
+    #[error("server presented an unusable resumption ticket: {0}")]
+    UnusableServerTicket(TicketError),
     /// A Finished MAC did not verify.
     #[error("{0} MAC does not verify")]
     BadFinished(&'static str),
@@ -198,7 +212,9 @@ impl HandshakeError {
             | Self::PfsRequired
             | Self::KciRequired => AlertCode::NoCommonParameters,
             Self::TargetIdentityMismatch { .. } | Self::ClientRefused { .. } => AlertCode::NotAuthorized,
-            Self::BadResumption(_) | Self::BadFinished(_) => AlertCode::VerificationFailed,
+            Self::BadResumption(_) | Self::UnusableServerTicket(_) | Self::BadFinished(_) => {
+                AlertCode::VerificationFailed
+            }
             Self::PeerRefused { code, .. } => *code,
             Self::LocalCredentials(_) | Self::Crypto(_) | Self::AlreadyComplete | Self::PeerAlert(_) => {
                 AlertCode::Internal
@@ -300,8 +316,15 @@ impl RpcVersions {
 pub struct ResumptionConfig {
     /// Our RID keys: seal the tickets we issue, open the ones we get back.
     pub keys: Arc<ResumptionKeys>,
-    /// Lifetime of issued tickets, in seconds.
+    /// Lifetime of issued tickets, in seconds. A client that met a
+    /// server-side ticket it could not use asks for none under that session
+    /// key for this long.
     pub ticket_lifetime_secs: i64,
+    /// Longest time, in seconds, a resumption may rest on the chain
+    /// verification of the last full handshake; resumed handshakes carry
+    /// that time forward, so after it every connection runs a full handshake
+    /// again. Tickets also never outlive the peer certificate's expiry.
+    pub max_chain_age_secs: i64,
     /// Server: refuses a client-presented ticket seen before.
     pub replay_guard: Arc<dyn ReplayGuard>,
     /// Client: server-sealed tickets kept for later connections.
@@ -311,15 +334,36 @@ pub struct ResumptionConfig {
 }
 
 impl ResumptionConfig {
-    /// Resumption with `keys`, in-memory stores, 2-hour tickets.
+    /// Resumption with `keys`, in-memory stores, 2-hour tickets, and at most
+    /// 24 hours since the last full handshake.
     pub fn new(keys: Arc<ResumptionKeys>) -> Self {
         Self {
             keys,
             ticket_lifetime_secs: 2 * 3600,
+            max_chain_age_secs: crate::resumption::DEFAULT_MAX_CHAIN_AGE_SECS,
             replay_guard: Arc::new(crate::resumption::InMemoryReplayGuard::new(1_000_000)),
             client_cache: Arc::new(ClientSessionCache::default()),
             server_store: Arc::new(ServerTicketStore::default()),
         }
+    }
+
+    /// When a ticket issued at `now` for `peer` under `trust` expires: the
+    /// ticket lifetime, cut at the chain-age deadline and at the peer
+    /// certificate's expiry. `None` when that is not after `now` (no ticket
+    /// is issued).
+    pub(crate) fn ticket_expiry(
+        &self,
+        peer: &VerifiedPeer,
+        trust: &ChainTrust,
+        now: UnixTime,
+    ) -> Option<UnixTime> {
+        let mut expires = now
+            .plus(self.ticket_lifetime_secs)
+            .min(trust.deadline(self.max_chain_age_secs));
+        if let Some(not_after) = peer.not_after {
+            expires = expires.min(not_after);
+        }
+        (expires > now).then_some(expires)
     }
 }
 

@@ -11,13 +11,16 @@ use zeroize::Zeroizing;
 use super::key_schedule::{self, Secrets, Transcript};
 use super::messages;
 use super::{
-    Core, HandshakeConfig, HandshakeError, HandshakeOutcome, Machine, Phase, Resumption, RpcVersion,
-    RpcVersions, ephemeral_group, first_common, negotiated_frame_size, random_nonce,
+    Core, HandshakeConfig, HandshakeError, HandshakeOutcome, Machine, Phase, Resumption, ResumptionConfig,
+    RpcVersion, RpcVersions, ephemeral_group, first_common, negotiated_frame_size, random_nonce,
 };
 use crate::UnixTime;
 use crate::crypto::{CryptoError, StaticKeyPair};
 use crate::record::{RecordProtocol, Side};
-use crate::resumption::{StoredServerTicket, TicketError, check_contents, ticket_id};
+use crate::resumption::{
+    ChainTrust, OpenedTicket, StoredServerTicket, TicketError, TicketKind, TicketLease, TicketParams,
+    check_contents,
+};
 use crate::verify::VerifiedPeer;
 
 /// The server side of an ALTS handshake.
@@ -36,6 +39,12 @@ pub(crate) struct ExpectClientFinished {
     th2: [u8; 32],
     secrets: Secrets,
     outcome: HandshakeOutcome,
+    /// The server-side ticket presented in ServerInit: back to the store
+    /// unless a valid ClientFinished arrives.
+    lease: Option<TicketLease>,
+    /// Our trust in the client's chain: from this handshake, or carried
+    /// forward from the ticket it resumed.
+    trust: ChainTrust,
 }
 
 /// A resumption the server accepted.
@@ -44,6 +53,8 @@ struct Resumed {
     secret: Zeroizing<Vec<u8>>,
     mode: ResumptionMode,
     server_ticket: Option<ResumptionTicket>,
+    trust: ChainTrust,
+    lease: Option<TicketLease>,
 }
 
 impl ServerHandshake {
@@ -66,59 +77,114 @@ impl ServerHandshake {
         Ok(())
     }
 
+    /// Verifies the client's certificate chain and runs the predicate.
+    fn verify_client(&self, cert: &[u8]) -> Result<VerifiedPeer, HandshakeError> {
+        let peer = self.config.verifier.verify_handshake_cert(cert, self.now)?;
+        self.admit(&peer)?;
+        Ok(peer)
+    }
+
     /// Tries the client's ticket, then a stored server-side ticket. Errors
     /// here refuse the resumption only; the handshake falls back to full.
-    fn try_resume(&self, ci: &ClientInit) -> Result<Option<Resumed>, String> {
+    /// A server-side ticket is looked up only after the client's chain in
+    /// ClientInit verified, under that verified identity; the result of that
+    /// verification is left in `verified` for the full handshake.
+    fn try_resume(
+        &self,
+        ci: &ClientInit,
+        verified: &mut Option<Result<VerifiedPeer, HandshakeError>>,
+    ) -> Result<Option<Resumed>, String> {
         let Some(r) = self.config.resumption.as_ref().filter(|_| !ci.kci_resistant) else {
             return Ok(None);
         };
-        let own = self.config.credentials.identity();
         if let Some(t) = &ci.resumption {
-            let key = r
-                .keys
-                .find(&t.rid)
-                .ok_or_else(|| TicketError::UnknownRid.to_string())?;
-            let contents = key.open(&t.ticket).map_err(|e| e.to_string())?;
-            let opened = check_contents(contents, own, self.now).map_err(|e| e.to_string())?;
-            let expires = self.now.plus(r.ticket_lifetime_secs);
-            if !r
-                .replay_guard
-                .check_and_insert(ticket_id(&t.ticket), expires, self.now)
-            {
-                return Err(TicketError::Replayed.to_string());
-            }
-            self.config
-                .verifier
-                .recheck(&opened.peer, self.now)
-                .map_err(|e| e.to_string())?;
-            self.admit(&opened.peer).map_err(|e| e.to_string())?;
-            return Ok(Some(Resumed {
-                peer: opened.peer,
-                secret: Zeroizing::new(opened.secret.as_bytes().to_vec()),
-                mode: ResumptionMode::ClientTicket,
-                server_ticket: None,
-            }));
+            return self
+                .resume_client_ticket(r, &t.rid, &t.ticket)
+                .map(Some)
+                .map_err(|e| e.to_string());
         }
         if ci.accepted_rids.is_empty() {
             return Ok(None);
         }
-        let Some((rid, stored)) = r.server_store.take(&ci.accepted_rids, self.now) else {
-            return Ok(None);
+        let client = match self.verify_client(&ci.handshake_cert) {
+            Ok(p) => p,
+            Err(e) => {
+                *verified = Some(Err(e));
+                return Ok(None);
+            }
         };
-        self.config
-            .verifier
-            .recheck(&stored.peer, self.now)
-            .map_err(|e| e.to_string())?;
-        self.admit(&stored.peer).map_err(|e| e.to_string())?;
+        let lease = r
+            .server_store
+            .lease(&client.identity, &ci.accepted_rids, self.now);
+        *verified = Some(Ok(client));
+        let Some(lease) = lease else { return Ok(None) };
+        let stored = lease.ticket();
+        let usable = stored
+            .trust
+            .check(&self.config.verifier, r.max_chain_age_secs, self.now)
+            .and_then(|()| {
+                self.config
+                    .verifier
+                    .recheck(&stored.peer, self.now)
+                    .map_err(TicketError::PeerNotAccepted)
+            })
+            .map_err(|e| e.to_string())
+            .and_then(|()| self.admit(&stored.peer).map_err(|e| e.to_string()));
+        if let Err(reason) = usable {
+            // It cannot be used here any more: out of the store for good.
+            lease.commit();
+            return Err(reason);
+        }
         Ok(Some(Resumed {
-            peer: stored.peer,
+            peer: stored.peer.clone(),
             secret: Zeroizing::new(stored.secret.as_bytes().to_vec()),
             mode: ResumptionMode::ServerTicket,
             server_ticket: Some(ResumptionTicket {
-                rid,
-                ticket: stored.ticket,
+                rid: lease.rid().to_vec(),
+                ticket: stored.ticket.clone(),
             }),
+            trust: stored.trust,
+            lease: Some(lease),
         }))
+    }
+
+    /// Opens and checks a client-presented (client-side) ticket: our key,
+    /// the client-side kind, our identity as sealer, unexpired, trust still
+    /// holding, never accepted before, the client still passing the
+    /// verifier's checks and the predicate.
+    fn resume_client_ticket(
+        &self,
+        r: &ResumptionConfig,
+        rid: &[u8],
+        ticket: &[u8],
+    ) -> Result<Resumed, String> {
+        let c = &self.config;
+        let checked = || -> Result<OpenedTicket, TicketError> {
+            let key = r.keys.find(rid).ok_or(TicketError::UnknownRid)?;
+            let contents = key.open_as(TicketKind::ClientTicket, ticket)?;
+            let opened = check_contents(contents, c.credentials.identity(), self.now)?;
+            opened.trust.check(&c.verifier, r.max_chain_age_secs, self.now)?;
+            if !r
+                .replay_guard
+                .check_and_insert(opened.replay_id(), opened.expires_at, self.now)
+            {
+                return Err(TicketError::Replayed);
+            }
+            c.verifier
+                .recheck(&opened.peer, self.now)
+                .map_err(TicketError::PeerNotAccepted)?;
+            Ok(opened)
+        };
+        let opened = checked().map_err(|e| e.to_string())?;
+        self.admit(&opened.peer).map_err(|e| e.to_string())?;
+        Ok(Resumed {
+            peer: opened.peer,
+            secret: Zeroizing::new(opened.secret.as_bytes().to_vec()),
+            mode: ResumptionMode::ClientTicket,
+            server_ticket: None,
+            trust: opened.trust,
+            lease: None,
+        })
     }
 
     fn on_client_init(&mut self, framed: Vec<u8>) -> Result<ExpectClientFinished, HandshakeError> {
@@ -184,7 +250,8 @@ impl ServerHandshake {
             _ => None,
         };
 
-        let (resumed, resumption) = match self.try_resume(&ci) {
+        let mut verified = None;
+        let (mut resumed, resumption) = match self.try_resume(&ci, &mut verified) {
             Ok(Some(r)) => {
                 let mode = if r.mode == ResumptionMode::ClientTicket {
                     Resumption::ClientTicket
@@ -200,11 +267,17 @@ impl ServerHandshake {
             }
         };
 
+        let (lease, resumed_trust) = match resumed.as_mut() {
+            Some(r) => (r.lease.take(), Some(r.trust)),
+            None => (None, None),
+        };
         let (peer, mut ikm, mode, server_ticket) = match resumed {
             Some(r) => (r.peer, r.secret, r.mode, r.server_ticket),
             None => {
-                let peer = c.verifier.verify_handshake_cert(&ci.handshake_cert, self.now)?;
-                self.admit(&peer)?;
+                let peer = match verified.take() {
+                    Some(checked) => checked?,
+                    None => self.verify_client(&ci.handshake_cert)?,
+                };
                 let static_dh = c.credentials.static_agree(&peer.static_public_key)?;
                 let mut ikm = Zeroizing::new(static_dh.secret_bytes().to_vec());
                 if kci {
@@ -251,18 +324,23 @@ impl ServerHandshake {
             .map_err(|()| HandshakeError::Malformed("key schedule"))?;
 
         let local = c.credentials.identity().to_owned();
+        let trust = resumed_trust.unwrap_or_else(|| ChainTrust::verified_now(&c.verifier, self.now));
         let mut sf_ticket = None;
-        if let Some(r) = c.resumption.as_ref().filter(|_| !kci) {
+        if let Some(r) = c.resumption.as_ref().filter(|_| !kci)
+            && let Some(expires_at) = r.ticket_expiry(&peer, &trust, self.now)
+        {
+            let params = TicketParams {
+                kind: TicketKind::ClientTicket,
+                peer: &peer,
+                local: &local,
+                secret: &secrets.r_client_ticket,
+                trust: &trust,
+                expires_at,
+                record_protocol: record_protocol.name(),
+            };
             sf_ticket = Some(
                 r.keys
-                    .seal_ticket(
-                        &peer,
-                        &local,
-                        &secrets.r_client_ticket,
-                        self.now.plus(r.ticket_lifetime_secs),
-                        record_protocol.name(),
-                        c.provider.random.as_ref(),
-                    )
+                    .seal_ticket(&params, c.provider.random.as_ref())
                     .map_err(|_| HandshakeError::Crypto(CryptoError::Random))?,
             );
         }
@@ -295,6 +373,8 @@ impl ServerHandshake {
             th2,
             secrets,
             outcome,
+            lease,
+            trust,
         })
     }
 
@@ -315,20 +395,27 @@ impl ServerHandshake {
         {
             return Err(HandshakeError::BadFinished("ClientFinished"));
         }
+        // The presented server-side ticket is used: it stays out of the store.
+        if let Some(lease) = st.lease {
+            lease.commit();
+        }
         if let (Some(r), Some(t)) = (
             self.config
                 .resumption
                 .as_ref()
                 .filter(|_| !st.outcome.kci_resistant),
             new_ticket,
-        ) {
+        ) && let Some(expires_at) = r.ticket_expiry(&st.outcome.peer, &st.trust, self.now)
+        {
+            // Filed under the client's verified identity and the RID.
             r.server_store.put(
                 &t.rid,
                 StoredServerTicket {
                     ticket: t.ticket,
                     secret: st.secrets.r_server_ticket.clone(),
                     peer: st.outcome.peer.clone(),
-                    expires_at: self.now.plus(r.ticket_lifetime_secs),
+                    expires_at,
+                    trust: st.trust,
                 },
             );
         }
