@@ -125,14 +125,20 @@ mod tests {
         let p = dir.path().join("ca.key");
         std::fs::write(&p, key.pkcs8_bytes()).unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(matches!(load_ca_key(&p), Err(FileError::KeyPermissions { mode: 0o644, .. })));
+        assert!(matches!(
+            load_ca_key(&p),
+            Err(FileError::KeyPermissions { mode: 0o644, .. })
+        ));
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(load_ca_key(&p).unwrap().public_key(), key.public_key());
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o400)).unwrap();
         assert!(load_ca_key(&p).is_ok());
         std::fs::write(dir.path().join("junk"), b"junk").unwrap();
         std::fs::set_permissions(dir.path().join("junk"), std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(matches!(load_ca_key(&dir.path().join("junk")), Err(FileError::BadKey { .. })));
+        assert!(matches!(
+            load_ca_key(&dir.path().join("junk")),
+            Err(FileError::BadKey { .. })
+        ));
     }
 
     #[test]

@@ -199,7 +199,10 @@ fn read_text(path: &std::path::Path, max: usize) -> Result<String, SignerError> 
         source,
     })?;
     if meta.len() > max as u64 {
-        return Err(SignerError::Config(format!("{}: larger than {max} bytes", path.display())));
+        return Err(SignerError::Config(format!(
+            "{}: larger than {max} bytes",
+            path.display()
+        )));
     }
     std::fs::read_to_string(path).map_err(|source| {
         FileError::Io {
@@ -257,7 +260,9 @@ pub async fn bind(opts: SignerOptions) -> Result<BoundSigner, SignerError> {
     }
     for a in &opts.admins {
         if !service::valid_name(a) {
-            return Err(SignerError::Config(format!("--admin {a:?} is not a valid identity")));
+            return Err(SignerError::Config(format!(
+                "--admin {a:?} is not a valid identity"
+            )));
         }
     }
     if opts.max_principal_validity.is_zero() || opts.key_ring_rotation.is_zero() || opts.max_allocation == 0 {
@@ -362,6 +367,9 @@ impl BoundSigner {
 }
 
 /// [`bind`] then [`BoundSigner::serve`].
-pub async fn serve(opts: SignerOptions, shutdown: impl Future<Output = ()> + Send) -> Result<(), SignerError> {
+pub async fn serve(
+    opts: SignerOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), SignerError> {
     bind(opts).await?.serve(shutdown).await
 }

@@ -47,7 +47,9 @@ pub enum SignerPolicyError {
         source: std::io::Error,
     },
     /// The file is too large or has too many rules.
-    #[error("signer policy too large (at most {MAX_SIGNER_POLICY_LEN} bytes, {MAX_SIGNER_POLICY_RULES} rules)")]
+    #[error(
+        "signer policy too large (at most {MAX_SIGNER_POLICY_LEN} bytes, {MAX_SIGNER_POLICY_RULES} rules)"
+    )]
     TooLarge,
     /// The TOML does not parse or has unknown or mistyped keys.
     #[error("invalid signer policy: {0}")]
@@ -276,7 +278,9 @@ max_validity = "30d"
     #[test]
     fn rules() {
         let p = SignerPolicy::from_toml(POLICY).unwrap();
-        let r = p.check_issue("agent-a", "greeter-prod", Category::Workload).unwrap();
+        let r = p
+            .check_issue("agent-a", "greeter-prod", Category::Workload)
+            .unwrap();
         assert_eq!(r.max_validity, Some(Duration::from_secs(30 * 86400)));
         assert!(matches!(
             p.check_issue("agent-a", "greeter-dev", Category::Workload),
@@ -298,10 +302,22 @@ max_validity = "30d"
 
     #[test]
     fn bad_files() {
-        assert!(SignerPolicy::from_toml("[[allow]]\ncaller='a'\nidentities=[]\ncategories=['workload']").is_err());
-        assert!(SignerPolicy::from_toml("[[allow]]\ncaller='a*b'\nidentities=['x']\ncategories=['workload']").is_err());
-        assert!(SignerPolicy::from_toml("[[allow]]\ncaller='a'\nidentities=['x']\ncategories=['robot']").is_err());
-        assert!(SignerPolicy::from_toml("[[allow]]\ncaller='a'\nidentities=['x']\ncategories=['workload']\nextra=1").is_err());
+        assert!(
+            SignerPolicy::from_toml("[[allow]]\ncaller='a'\nidentities=[]\ncategories=['workload']").is_err()
+        );
+        assert!(
+            SignerPolicy::from_toml("[[allow]]\ncaller='a*b'\nidentities=['x']\ncategories=['workload']")
+                .is_err()
+        );
+        assert!(
+            SignerPolicy::from_toml("[[allow]]\ncaller='a'\nidentities=['x']\ncategories=['robot']").is_err()
+        );
+        assert!(
+            SignerPolicy::from_toml(
+                "[[allow]]\ncaller='a'\nidentities=['x']\ncategories=['workload']\nextra=1"
+            )
+            .is_err()
+        );
         assert!(SignerPolicy::from_toml("version = 2").is_err());
         assert!(SignerPolicy::from_toml("").unwrap().check_caller("a").is_err());
     }

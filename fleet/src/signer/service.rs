@@ -16,7 +16,9 @@ use super::SignerError;
 use super::audit::{AuditLog, unix_now};
 use super::files::{self, CRL_FILE};
 use super::policy::SignerPolicy;
-use super::store::{CrlRecord, IssuanceRecord, NewIssuance, NewRevocation, RingKey, SignCert, SignCrl, Storage};
+use super::store::{
+    CrlRecord, IssuanceRecord, NewIssuance, NewRevocation, RingKey, SignCert, SignCrl, Storage,
+};
 use crate::pb;
 use crate::pb::signer_server::{Signer, SignerServer};
 
@@ -138,7 +140,11 @@ impl SignerService {
         {
             tracing::error!(error = %e, "reloading the signer's ALTS config with the new revocation list failed");
         }
-        tracing::info!(issued_at = crl.issued_at, count = crl.count, "revocation list written");
+        tracing::info!(
+            issued_at = crl.issued_at,
+            count = crl.count,
+            "revocation list written"
+        );
         Ok(())
     }
 
@@ -187,7 +193,11 @@ impl SignerService {
         }
     }
 
-    async fn audit_issue(&self, rec: &IssuanceRecord, recovered: bool) -> Result<(), super::audit::AuditError> {
+    async fn audit_issue(
+        &self,
+        rec: &IssuanceRecord,
+        recovered: bool,
+    ) -> Result<(), super::audit::AuditError> {
         let mut fields = json!({
             "caller": rec.caller,
             "identity": rec.identity,
@@ -209,7 +219,10 @@ impl SignerService {
         if let Err(e) = self
             .s
             .audit
-            .append("refused", json!({"caller": clip(caller), "method": method, "reason": reason}))
+            .append(
+                "refused",
+                json!({"caller": clip(caller), "method": method, "reason": reason}),
+            )
             .await
         {
             tracing::error!(error = %e, "audit log write failed");
@@ -224,10 +237,16 @@ impl SignerService {
         }
     }
 
-    async fn issue(&self, caller: String, r: pb::IssuePrincipalRequest) -> Result<pb::IssuePrincipalResponse, Status> {
+    async fn issue(
+        &self,
+        caller: String,
+        r: pb::IssuePrincipalRequest,
+    ) -> Result<pb::IssuePrincipalResponse, Status> {
         const METHOD: &str = "IssuePrincipal";
         if !valid_name(&r.identity) {
-            return Err(Status::invalid_argument("identity must be 1 to 256 printable ASCII characters"));
+            return Err(Status::invalid_argument(
+                "identity must be 1 to 256 printable ASCII characters",
+            ));
         }
         let category: Category = r
             .category
@@ -239,7 +258,9 @@ impl SignerService {
             .try_into()
             .map_err(|_| Status::invalid_argument("public_key must be a 32-byte Ed25519 key"))?;
         if public_key == [0u8; 32] {
-            return Err(Status::invalid_argument("public_key must be a 32-byte Ed25519 key"));
+            return Err(Status::invalid_argument(
+                "public_key must be a 32-byte Ed25519 key",
+            ));
         }
         let rule_cap = match &self.s.signer_policy {
             Some(p) => match p.check_issue(&caller, &r.identity, category) {
@@ -247,11 +268,19 @@ impl SignerService {
                 Err(d) => return Err(self.refuse(&caller, METHOD, d.to_string()).await),
             },
             None if self.s.allow_any_caller => None,
-            None => return Err(self.refuse(&caller, METHOD, "no signer policy configured".into()).await),
+            None => {
+                return Err(self
+                    .refuse(&caller, METHOD, "no signer policy configured".into())
+                    .await);
+            }
         };
         if let Err(d) = self.s.issuance_policy.check(&caller, category, &r.identity) {
             return Err(self
-                .refuse(&caller, METHOD, format!("issuance policy would refuse the certificate: {d}"))
+                .refuse(
+                    &caller,
+                    METHOD,
+                    format!("issuance policy would refuse the certificate: {d}"),
+                )
                 .await);
         }
         let mut cap = self.s.max_validity_secs;
@@ -321,7 +350,9 @@ impl SignerService {
     async fn revoke_inner(&self, caller: String, r: pb::RevokeRequest) -> Result<pb::RevokeResponse, Status> {
         const METHOD: &str = "Revoke";
         if !self.s.admins.contains(&caller) {
-            return Err(self.refuse(&caller, METHOD, "caller is not on the admin list".into()).await);
+            return Err(self
+                .refuse(&caller, METHOD, "caller is not on the admin list".into())
+                .await);
         }
         if r.reason.len() > MAX_REASON_LEN {
             return Err(Status::invalid_argument("reason too long"));
@@ -341,7 +372,11 @@ impl SignerService {
                     .map_err(|e| internal("looking up a certificate failed", e))?;
                 match found {
                     Some(id) => (id, "cert_sha256", Some(hex::encode(sha))),
-                    None => return Err(Status::not_found("no certificate with that SHA-256 was issued here")),
+                    None => {
+                        return Err(Status::not_found(
+                            "no certificate with that SHA-256 was issued here",
+                        ));
+                    }
                 }
             }
             None => return Err(Status::invalid_argument("a target is required")),
@@ -367,13 +402,21 @@ impl SignerService {
             revoked_at: now,
             cert_sha256: sha,
         };
-        let out = match self.s.store.revoke(Some(new), now, sign_crl(self.s.ca_key.clone())).await {
+        let out = match self
+            .s
+            .store
+            .revoke(Some(new), now, sign_crl(self.s.ca_key.clone()))
+            .await
+        {
             Ok(o) => o,
             Err(e) => {
                 let _ = self
                     .s
                     .audit
-                    .append("revoke_failed", json!({"caller": caller, "revocation_id": id_hex, "error": e.to_string()}))
+                    .append(
+                        "revoke_failed",
+                        json!({"caller": caller, "revocation_id": id_hex, "error": e.to_string()}),
+                    )
                     .await;
                 return Err(internal("recording a revocation failed", e));
             }
@@ -437,7 +480,11 @@ impl Signer for SignerService {
                 }
             }
             None if self.s.allow_any_caller => {}
-            None => return Err(self.refuse(&caller, METHOD, "no signer policy configured".into()).await),
+            None => {
+                return Err(self
+                    .refuse(&caller, METHOD, "no signer policy configured".into())
+                    .await);
+            }
         }
         let this = self.clone();
         tokio::spawn(async move {
@@ -449,7 +496,10 @@ impl Signer for SignerService {
                 .map_err(|e| internal("allocating revocation serials failed", e))?;
             this.s
                 .audit
-                .append("allocate", json!({"caller": caller, "first_serial": first, "count": count}))
+                .append(
+                    "allocate",
+                    json!({"caller": caller, "first_serial": first, "count": count}),
+                )
                 .await
                 .map_err(|e| {
                     tracing::error!(error = %e, "audit log write failed; range withheld (skipped)");
@@ -463,7 +513,10 @@ impl Signer for SignerService {
         .map(Response::new)
     }
 
-    async fn revoke(&self, request: Request<pb::RevokeRequest>) -> Result<Response<pb::RevokeResponse>, Status> {
+    async fn revoke(
+        &self,
+        request: Request<pb::RevokeRequest>,
+    ) -> Result<Response<pb::RevokeResponse>, Status> {
         let caller = Self::caller(&request)?;
         let this = self.clone();
         tokio::spawn(async move { this.revoke_inner(caller, request.into_inner()).await })
@@ -485,7 +538,11 @@ impl Signer for SignerService {
             .await
             .map_err(|e| internal("reading the revocation list failed", e))?
             .ok_or_else(|| Status::unavailable("no revocation list published yet"))?;
-        let signed_crl = if crl.issued_at > since { crl.signed } else { Vec::new() };
+        let signed_crl = if crl.issued_at > since {
+            crl.signed
+        } else {
+            Vec::new()
+        };
         Ok(Response::new(pb::FetchCrlResponse {
             signed_crl,
             issued_at: crl.issued_at,
@@ -511,7 +568,11 @@ impl Signer for SignerService {
                 }
             }
             None if self.s.allow_any_caller => {}
-            None => return Err(self.refuse(&caller, METHOD, "no signer policy configured".into()).await),
+            None => {
+                return Err(self
+                    .refuse(&caller, METHOD, "no signer policy configured".into())
+                    .await);
+            }
         }
         let now = unix_now();
         let fresh = RingKey::generate(now).map_err(|e| internal("generating a resumption key failed", e))?;

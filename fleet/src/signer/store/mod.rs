@@ -269,7 +269,12 @@ impl StoredRing {
     /// The ring after a request at `now`: created with `fresh` when absent,
     /// rotated (fresh becomes current, the old current stays as previous)
     /// when its rotation time has come. The bool says whether it changed.
-    pub(crate) fn advance(existing: Option<Self>, now: i64, rotation_secs: i64, mut fresh: RingKey) -> (Self, bool) {
+    pub(crate) fn advance(
+        existing: Option<Self>,
+        now: i64,
+        rotation_secs: i64,
+        mut fresh: RingKey,
+    ) -> (Self, bool) {
         fresh.created_at = now;
         let rotation_secs = rotation_secs.max(1);
         match existing {
@@ -352,7 +357,8 @@ pub trait Storage: Send + Sync {
 
 /// `category byte ‖ serial` for a serial from the counter.
 pub(crate) fn revocation_id_for(category: Category, serial: u64) -> Result<u64, StoreError> {
-    alts_core::cert::revocation_id(category.revocation_byte(), serial).map_err(|_| StoreError::SerialsExhausted)
+    alts_core::cert::revocation_id(category.revocation_byte(), serial)
+        .map_err(|_| StoreError::SerialsExhausted)
 }
 
 /// The serials `[next, next + count)` if they fit in 56 bits; the new
@@ -401,7 +407,9 @@ mod tests {
             "/x/s.redb".parse::<StateLocation>().unwrap(),
             StateLocation::Redb("/x/s.redb".into())
         );
-        let pg = "postgres://u:secret@db:5432/alts".parse::<StateLocation>().unwrap();
+        let pg = "postgres://u:secret@db:5432/alts"
+            .parse::<StateLocation>()
+            .unwrap();
         assert!(!format!("{pg:?}").contains("secret"));
         assert!("mysql://x".parse::<StateLocation>().is_err());
         assert!("redb:".parse::<StateLocation>().is_err());
@@ -412,7 +420,10 @@ mod tests {
         assert_eq!(take_serials(1, 10).unwrap(), 11);
         assert!(take_serials(1, 0).is_err());
         assert!(take_serials(alts_core::cert::MAX_REVOCATION_SERIAL, 2).is_err());
-        assert_eq!(take_serials(alts_core::cert::MAX_REVOCATION_SERIAL, 1).unwrap(), 1 << 56);
+        assert_eq!(
+            take_serials(alts_core::cert::MAX_REVOCATION_SERIAL, 1).unwrap(),
+            1 << 56
+        );
         assert_eq!(next_issued_at(None, 5), 5);
         assert_eq!(next_issued_at(Some(5), 5), 6);
         assert_eq!(next_issued_at(Some(9), 5), 10);

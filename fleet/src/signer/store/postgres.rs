@@ -362,7 +362,10 @@ impl Storage for PostgresStore {
     async fn crl(&self) -> Result<Option<CrlRecord>, StoreError> {
         let client = self.client().await?;
         let row = client
-            .query_one("SELECT issued_at, signed, count FROM alts_signer_crl WHERE id = 1", &[])
+            .query_one(
+                "SELECT issued_at, signed, count FROM alts_signer_crl WHERE id = 1",
+                &[],
+            )
             .await
             .map_err(pg)?;
         let issued_at: i64 = row.try_get(0).map_err(pg)?;

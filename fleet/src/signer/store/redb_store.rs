@@ -64,7 +64,8 @@ impl RedbStore {
             if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).map_err(e)?;
             }
-            let db = Database::create(&p).map_err(|err| StoreError::Redb(format!("{}: {err}", p.display())))?;
+            let db =
+                Database::create(&p).map_err(|err| StoreError::Redb(format!("{}: {err}", p.display())))?;
             let tx = db.begin_write().map_err(e)?;
             {
                 let mut meta = tx.open_table(META).map_err(e)?;
@@ -142,7 +143,10 @@ impl Storage for RedbStore {
                     .map_err(e)?
                     .insert(revocation_id, json(&record)?.as_slice())
                     .map_err(e)?;
-                tx.open_table(UNAUDITED).map_err(e)?.insert(revocation_id, ()).map_err(e)?;
+                tx.open_table(UNAUDITED)
+                    .map_err(e)?
+                    .insert(revocation_id, ())
+                    .map_err(e)?;
                 tx.open_table(BY_SHA)
                     .map_err(e)?
                     .insert(sha.as_slice(), revocation_id)
@@ -159,7 +163,12 @@ impl Storage for RedbStore {
         self.run(move |db| {
             let tx = db.begin_write().map_err(e)?;
             let was = {
-                let was = tx.open_table(UNAUDITED).map_err(e)?.remove(revocation_id).map_err(e)?.is_some();
+                let was = tx
+                    .open_table(UNAUDITED)
+                    .map_err(e)?
+                    .remove(revocation_id)
+                    .map_err(e)?
+                    .is_some();
                 if was {
                     let mut t = tx.open_table(ISSUANCES).map_err(e)?;
                     let rec = t.get(revocation_id).map_err(e)?.map(|v| v.value().to_vec());
@@ -276,7 +285,9 @@ impl Storage for RedbStore {
                     }
                 }
                 if let Some(r) = &revocation {
-                    revocations.insert(r.revocation_id, json(r)?.as_slice()).map_err(e)?;
+                    revocations
+                        .insert(r.revocation_id, json(r)?.as_slice())
+                        .map_err(e)?;
                 }
                 let mut ids = Vec::new();
                 for row in revocations.iter().map_err(e)? {
@@ -286,7 +297,9 @@ impl Storage for RedbStore {
                 let issued_at = next_issued_at(previous, now);
                 let signed = sign(ids, issued_at).map_err(StoreError::Sign)?;
                 crl_table.insert("signed", signed.as_slice()).map_err(e)?;
-                crl_table.insert("count", count.to_be_bytes().as_slice()).map_err(e)?;
+                crl_table
+                    .insert("count", count.to_be_bytes().as_slice())
+                    .map_err(e)?;
                 meta.insert(CRL_ISSUED_AT, issued_at as u64).map_err(e)?;
                 RevokeOutcome {
                     crl: CrlRecord {
