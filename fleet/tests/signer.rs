@@ -841,3 +841,55 @@ async fn sigkill_mid_issuance_loses_nothing_and_reuses_no_id() {
         "every issuance audited after the restart"
     );
 }
+
+#[tokio::test]
+async fn policies_reload_when_their_files_change() {
+    let s = setup().await;
+    let runner = s.fleet.creds("batch-runner", Category::Machine);
+    let mut c = s.fleet.client(&runner, s.signer.addr).await.unwrap();
+    let e = c
+        .issue_principal(issue_req("batch-prod", "workload", 0))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+
+    // A broken file changes nothing; a valid one takes effect.
+    std::fs::write(&s.fleet.signer_policy, "[[allow]]\ncaller = 'a*b'\n").unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let mut agent = s
+        .fleet
+        .client(&s.fleet.creds("agent-a", Category::Machine), s.signer.addr)
+        .await
+        .unwrap();
+    agent
+        .issue_principal(issue_req("greeter-prod", "workload", 0))
+        .await
+        .unwrap();
+    std::fs::write(
+        &s.fleet.signer_policy,
+        format!("{SIGNER_POLICY}\n[[allow]]\ncaller = \"batch-runner\"\nidentities = [\"batch-prod\"]\ncategories = [\"workload\"]\n"),
+    )
+    .unwrap();
+    // The issuance policy must also let batch-runner issue.
+    std::fs::write(
+        &s.fleet.issuance_policy,
+        format!("{ISSUANCE_POLICY}\n[[rule]]\nissuer = \"batch-runner\"\ncategories = [\"workload\"]\nidentities = [\"batch-prod\"]\n"),
+    )
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match c.issue_principal(issue_req("batch-prod", "workload", 0)).await {
+            Ok(r) => {
+                let info = PrincipalCertInfo::parse(&r.into_inner().principal_cert).unwrap();
+                assert_eq!(info.issuer, "batch-runner");
+                break;
+            }
+            Err(e) => {
+                assert_eq!(e.code(), Code::PermissionDenied);
+                assert!(tokio::time::Instant::now() < deadline, "policies never reloaded");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    s.signer.stop().await;
+}

@@ -39,7 +39,10 @@ async fn fresh_schema(url: &str) -> String {
     let mut rnd = [0u8; 6];
     alts_core::crypto::SecureRandom::fill(&alts_core::crypto::RingRandom::default(), &mut rnd).unwrap();
     let schema = format!("alts_test_{}", hex::encode(rnd));
-    client.batch_execute(&format!("CREATE SCHEMA {schema}")).await.unwrap();
+    client
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .unwrap();
     let sep = if url.contains('?') { '&' } else { '?' };
     format!("{url}{sep}options=-csearch_path%3D{schema}")
 }
@@ -112,7 +115,10 @@ async fn two_signers_on_one_database() {
     let mut issued: BTreeMap<u64, [u8; 32]> = BTreeMap::new();
     for t in tasks {
         for (id, sha) in t.await.unwrap() {
-            assert!(issued.insert(id, sha).is_none(), "revocation ID {id:#x} issued twice");
+            assert!(
+                issued.insert(id, sha).is_none(),
+                "revocation ID {id:#x} issued twice"
+            );
         }
     }
     assert_eq!(issued.len(), TASKS * PER_TASK);
@@ -137,9 +143,16 @@ async fn two_signers_on_one_database() {
             assert!(audited.insert(id, sha).is_none(), "audited twice");
         }
     }
-    assert!(per_replica.iter().all(|n| *n > 0), "both replicas issued: {per_replica:?}");
+    assert!(
+        per_replica.iter().all(|n| *n > 0),
+        "both replicas issued: {per_replica:?}"
+    );
     for (id, sha) in &issued {
-        assert_eq!(audited.get(&hex_id(*id)), Some(&hex::encode(sha)), "{id:#x} not audited");
+        assert_eq!(
+            audited.get(&hex_id(*id)),
+            Some(&hex::encode(sha)),
+            "{id:#x} not audited"
+        );
     }
     let store = PostgresStore::connect(&url).await.unwrap();
     let records = store.issuances().await.unwrap();
@@ -163,7 +176,11 @@ async fn two_signers_on_one_database() {
         .await
         .unwrap()
         .into_inner();
-    let from_b = admin_b.fetch_crl(pb::FetchCrlRequest::default()).await.unwrap().into_inner();
+    let from_b = admin_b
+        .fetch_crl(pb::FetchCrlRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(from_b.issued_at, r.crl_issued_at);
     let crl = RevocationList::from_signed_bytes(&from_b.signed_crl, &fleet.root()).unwrap();
     assert!(crl.is_revoked(doomed.handshake_revocation_id));
@@ -177,16 +194,26 @@ async fn two_signers_on_one_database() {
         {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "replica b never wrote the new list");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "replica b never wrote the new list"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(fleet.client(&doomed, b.addr).await.is_err(), "revoked agent got through replica b");
+    assert!(
+        fleet.client(&doomed, b.addr).await.is_err(),
+        "revoked agent got through replica b"
+    );
 
     // Revocations through both replicas at once: every list is later than
     // the one before, and the final list has them all.
     let mut handles = Vec::new();
     for i in 0..20u64 {
-        let mut c = if i % 2 == 0 { admin_a.clone() } else { admin_b.clone() };
+        let mut c = if i % 2 == 0 {
+            admin_a.clone()
+        } else {
+            admin_b.clone()
+        };
         handles.push(tokio::spawn(async move {
             c.revoke(pb::RevokeRequest {
                 target: Some(Target::RevocationId(0x0300_0000_0100_0000 + i)),
@@ -203,7 +230,11 @@ async fn two_signers_on_one_database() {
         assert!(times.insert(h.await.unwrap()), "two lists with one issued_at");
     }
     assert!(times.iter().all(|t| *t > r.crl_issued_at));
-    let last = admin_a.fetch_crl(pb::FetchCrlRequest::default()).await.unwrap().into_inner();
+    let last = admin_a
+        .fetch_crl(pb::FetchCrlRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(last.issued_at, *times.iter().max().unwrap());
     let crl = RevocationList::from_signed_bytes(&last.signed_crl, &fleet.root()).unwrap();
     assert_eq!(crl.len(), 21);
@@ -245,14 +276,33 @@ async fn state_survives_a_restart_and_a_second_schema_init() {
     let agent = fleet.creds("agent-a", Category::Machine);
     let s = Running::start(opts.clone()).await;
     let mut c = fleet.client(&agent, s.addr).await.unwrap();
-    let first = c.issue_principal(issue_req("greeter-prod")).await.unwrap().into_inner();
-    let crl1 = c.fetch_crl(pb::FetchCrlRequest::default()).await.unwrap().into_inner();
+    let first = c
+        .issue_principal(issue_req("greeter-prod"))
+        .await
+        .unwrap()
+        .into_inner();
+    let crl1 = c
+        .fetch_crl(pb::FetchCrlRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     s.stop().await;
     let s = Running::start(opts).await;
     let mut c = fleet.client(&agent, s.addr).await.unwrap();
-    let second = c.issue_principal(issue_req("greeter-prod")).await.unwrap().into_inner();
+    let second = c
+        .issue_principal(issue_req("greeter-prod"))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(split_revocation_id(second.revocation_id).1 > split_revocation_id(first.revocation_id).1);
-    let crl2 = c.fetch_crl(pb::FetchCrlRequest::default()).await.unwrap().into_inner();
-    assert_eq!(crl1.issued_at, crl2.issued_at, "the list is not re-published at start");
+    let crl2 = c
+        .fetch_crl(pb::FetchCrlRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        crl1.issued_at, crl2.issued_at,
+        "the list is not re-published at start"
+    );
     s.stop().await;
 }

@@ -30,7 +30,7 @@ pub mod store;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -193,7 +193,7 @@ impl std::fmt::Debug for BoundSigner {
     }
 }
 
-fn read_text(path: &std::path::Path, max: usize) -> Result<String, SignerError> {
+fn read_text(path: &Path, max: usize) -> Result<String, SignerError> {
     let meta = std::fs::metadata(path).map_err(|source| FileError::Io {
         path: path.to_owned(),
         source,
@@ -231,30 +231,17 @@ pub async fn bind(opts: SignerOptions) -> Result<BoundSigner, SignerError> {
             opts.ca_key.display()
         )));
     }
-    let issuance_policy = IssuancePolicy::from_toml(&read_text(
-        &opts.issuance_policy,
-        alts_core::policy::MAX_POLICY_LEN,
-    )?)
-    .map_err(|source| SignerError::IssuancePolicy {
-        path: opts.issuance_policy.display().to_string(),
-        source,
-    })?;
-    let signer_policy = match &opts.signer_policy {
-        Some(p) => Some(SignerPolicy::load(p)?),
-        None if opts.dangerously_allow_any_caller => {
-            tracing::warn!(
-                "NO SIGNER POLICY and --dangerously-allow-any-caller: every authenticated caller may request \
-                 any credential the issuance policy accepts"
-            );
-            None
-        }
-        None => {
-            tracing::warn!(
-                "no --signer-policy: IssuePrincipal, AllocateRevocationIds and GetKeyRing are refused for everyone"
-            );
-            None
-        }
-    };
+    let policies = load_policies(&opts.issuance_policy, opts.signer_policy.as_deref())?;
+    match &opts.signer_policy {
+        Some(_) => {}
+        None if opts.dangerously_allow_any_caller => tracing::warn!(
+            "NO SIGNER POLICY and --dangerously-allow-any-caller: every authenticated caller may request \
+             any credential the issuance policy accepts"
+        ),
+        None => tracing::warn!(
+            "no --signer-policy: IssuePrincipal, AllocateRevocationIds and GetKeyRing are refused for everyone"
+        ),
+    }
     if opts.admins.is_empty() {
         tracing::warn!("no --admin: every Revoke is refused");
     }
@@ -282,8 +269,9 @@ pub async fn bind(opts: SignerOptions) -> Result<BoundSigner, SignerError> {
         ca_key: Arc::new(ca_key),
         root,
         root_bytes,
-        issuance_policy: Arc::new(issuance_policy),
-        signer_policy,
+        policies: std::sync::RwLock::new(Arc::new(policies)),
+        issuance_policy_path: opts.issuance_policy.clone(),
+        signer_policy_path: opts.signer_policy.clone(),
         allow_any_caller: opts.dangerously_allow_any_caller,
         admins: opts.admins.iter().cloned().collect(),
         max_validity_secs: i64::try_from(opts.max_principal_validity.as_secs()).unwrap_or(i64::MAX),
@@ -325,6 +313,44 @@ pub async fn bind(opts: SignerOptions) -> Result<BoundSigner, SignerError> {
     })
 }
 
+/// The policies in force, with the files' modification stamps they were
+/// read at.
+pub(crate) struct LoadedPolicies {
+    pub issuance: IssuancePolicy,
+    pub signer: Option<SignerPolicy>,
+    pub stamp: Vec<Option<(std::time::SystemTime, u64)>>,
+}
+
+pub(crate) fn policy_stamp(
+    issuance: &Path,
+    signer: Option<&Path>,
+) -> Vec<Option<(std::time::SystemTime, u64)>> {
+    std::iter::once(issuance)
+        .chain(signer)
+        .map(|p| {
+            std::fs::metadata(p)
+                .ok()
+                .and_then(|m| Some((m.modified().ok()?, m.len())))
+        })
+        .collect()
+}
+
+/// Reads the issuance policy and the signer policy (if any).
+pub(crate) fn load_policies(issuance: &Path, signer: Option<&Path>) -> Result<LoadedPolicies, SignerError> {
+    let stamp = policy_stamp(issuance, signer);
+    let issuance_policy = IssuancePolicy::from_toml(&read_text(issuance, alts_core::policy::MAX_POLICY_LEN)?)
+        .map_err(|source| SignerError::IssuancePolicy {
+            path: issuance.display().to_string(),
+            source,
+        })?;
+    let signer_policy = signer.map(SignerPolicy::load).transpose()?;
+    Ok(LoadedPolicies {
+        issuance: issuance_policy,
+        signer: signer_policy,
+        stamp,
+    })
+}
+
 /// Aborts a background task when dropped.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -341,8 +367,9 @@ impl BoundSigner {
     }
 
     /// Serves until `shutdown` completes. Also runs the background work
-    /// (revocation list sync, audit recovery) and reloads the signer's own
-    /// credential files when they change.
+    /// every sync interval (re-reading the issuance and signer policies when
+    /// their files change, revocation list sync, audit recovery) and reloads
+    /// the signer's own credential files when they change.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), SignerError> {
         let svc = self.service.clone();
         let every = self.sync_interval.max(Duration::from_millis(100));
@@ -351,6 +378,7 @@ impl BoundSigner {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
+                svc.reload_policies();
                 svc.sync_crl().await;
                 svc.recover(false).await;
             }

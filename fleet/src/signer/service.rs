@@ -2,23 +2,21 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use alts_core::UnixTime;
 use alts_core::cert::{Category, MAX_NAME_LEN, PrincipalParams, RootKey, SigningKey, issue_principal};
 use alts_core::crl::{MAX_CRL_LEN, RevocationList};
-use alts_core::policy::IssuancePolicy;
 use serde_json::json;
 use tonic::{Request, Response, Status};
 use tonic_alts::{AltsReloader, AltsRequestExt};
 
-use super::SignerError;
 use super::audit::{AuditLog, unix_now};
 use super::files::{self, CRL_FILE};
-use super::policy::SignerPolicy;
 use super::store::{
     CrlRecord, IssuanceRecord, NewIssuance, NewRevocation, RingKey, SignCert, SignCrl, Storage,
 };
+use super::{LoadedPolicies, SignerError};
 use crate::pb;
 use crate::pb::signer_server::{Signer, SignerServer};
 
@@ -34,8 +32,9 @@ pub(super) struct Settings {
     pub ca_key: Arc<SigningKey>,
     pub root: RootKey,
     pub root_bytes: Vec<u8>,
-    pub issuance_policy: Arc<IssuancePolicy>,
-    pub signer_policy: Option<SignerPolicy>,
+    pub policies: RwLock<Arc<LoadedPolicies>>,
+    pub issuance_policy_path: PathBuf,
+    pub signer_policy_path: Option<PathBuf>,
     pub allow_any_caller: bool,
     pub admins: BTreeSet<String>,
     pub max_validity_secs: i64,
@@ -107,6 +106,31 @@ impl SignerService {
         SignerServer::new(self)
             .max_decoding_message_size(MAX_REQUEST_LEN)
             .max_encoding_message_size(MAX_CRL_LEN)
+    }
+
+    /// The policies in force (`None` if the lock was poisoned: callers
+    /// refuse).
+    fn policies(&self) -> Option<Arc<LoadedPolicies>> {
+        self.s.policies.read().ok().map(|p| p.clone())
+    }
+
+    /// Re-reads the issuance and signer policies if their files changed. A
+    /// file that fails to load leaves the policies in force unchanged.
+    pub(super) fn reload_policies(&self) {
+        let Some(current) = self.policies() else { return };
+        let (issuance, signer) = (&self.s.issuance_policy_path, self.s.signer_policy_path.as_deref());
+        if super::policy_stamp(issuance, signer) == current.stamp {
+            return;
+        }
+        match super::load_policies(issuance, signer) {
+            Ok(p) => {
+                if let Ok(mut w) = self.s.policies.write() {
+                    *w = Arc::new(p);
+                    tracing::info!("issuance and signer policies reloaded");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "policy reload failed; keeping the policies in force"),
+        }
     }
 
     /// Publishes an empty list if none exists, and writes the current one
@@ -262,7 +286,10 @@ impl SignerService {
                 "public_key must be a 32-byte Ed25519 key",
             ));
         }
-        let rule_cap = match &self.s.signer_policy {
+        let Some(policies) = self.policies() else {
+            return Err(self.refuse(&caller, METHOD, "policies unavailable".into()).await);
+        };
+        let rule_cap = match &policies.signer {
             Some(p) => match p.check_issue(&caller, &r.identity, category) {
                 Ok(rule) => rule.max_validity,
                 Err(d) => return Err(self.refuse(&caller, METHOD, d.to_string()).await),
@@ -274,7 +301,7 @@ impl SignerService {
                     .await);
             }
         };
-        if let Err(d) = self.s.issuance_policy.check(&caller, category, &r.identity) {
+        if let Err(d) = policies.issuance.check(&caller, category, &r.identity) {
             return Err(self
                 .refuse(
                     &caller,
@@ -473,7 +500,10 @@ impl Signer for SignerService {
                 self.s.max_allocation
             )));
         }
-        match &self.s.signer_policy {
+        let Some(policies) = self.policies() else {
+            return Err(self.refuse(&caller, METHOD, "policies unavailable".into()).await);
+        };
+        match &policies.signer {
             Some(p) => {
                 if let Err(d) = p.check_caller(&caller) {
                     return Err(self.refuse(&caller, METHOD, d.to_string()).await);
@@ -561,7 +591,10 @@ impl Signer for SignerService {
                 "identity and cell must be 1 to 256 printable ASCII characters",
             ));
         }
-        match &self.s.signer_policy {
+        let Some(policies) = self.policies() else {
+            return Err(self.refuse(&caller, METHOD, "policies unavailable".into()).await);
+        };
+        match &policies.signer {
             Some(p) => {
                 if let Err(d) = p.check_identity(&caller, &r.identity) {
                     return Err(self.refuse(&caller, METHOD, d.to_string()).await);
