@@ -96,9 +96,9 @@ async fn two_signers_on_one_database() {
         }));
     }
     let mut alloc_tasks = Vec::new();
-    for t in 0..2 {
+    for (t, addr) in addrs.iter().enumerate() {
         let creds = fleet.creds(&format!("agent-alloc-{t}"), Category::Machine);
-        let mut c = fleet.client(&creds, addrs[t]).await.unwrap();
+        let mut c = fleet.client(&creds, *addr).await.unwrap();
         alloc_tasks.push(tokio::spawn(async move {
             let mut ranges = Vec::new();
             for _ in 0..20 {

@@ -344,7 +344,8 @@ pub trait Storage: Send + Sync {
     async fn crl(&self) -> Result<Option<CrlRecord>, StoreError>;
 
     /// In one transaction: the ring of `(identity, cell)`, created or
-    /// rotated (see [`StoredRing::advance`]) with `fresh` as the new key.
+    /// rotated (a fresh key becomes current once the rotation time has
+    /// come; the old current stays as previous) with `fresh` as the new key.
     async fn key_ring(
         &self,
         identity: &str,
