@@ -486,7 +486,7 @@ async fn key_rings_are_shared_rotated_and_authorized() {
     let signer_creds = fleet.creds(SIGNER_IDENTITY, Category::Machine);
     let mut opts = fleet.options(&signer_creds, "signer");
     opts.key_ring_rotation = Duration::from_secs(2);
-    let signer = Running::start(opts).await;
+    let signer = Running::start(opts.clone()).await;
     let a = fleet.creds("agent-a", Category::Machine);
     let b = fleet.creds("agent-b", Category::Machine);
     let mut ca = fleet.client(&a, signer.addr).await.unwrap();
@@ -510,6 +510,20 @@ async fn key_rings_are_shared_rotated_and_authorized() {
     assert_eq!(r1.keys[0].secret, r2.keys[0].secret);
     assert_eq!(r1.keys[0].secret.len(), 32);
     assert_eq!(r1.next_rotation_at, r2.next_rotation_at);
+    // The state holds the secret sealed, never in the clear.
+    let alts_fleet::signer::store::StateLocation::Redb(state) = &opts.state else {
+        unreachable!()
+    };
+    let raw = std::fs::read(state).unwrap();
+    let secret = &r1.keys[0].secret;
+    assert!(!raw.windows(secret.len()).any(|w| w == secret.as_slice()));
+    let secret_hex = hex::encode(secret).into_bytes();
+    assert!(!raw.windows(secret_hex.len()).any(|w| w == secret_hex.as_slice()));
+    assert!(
+        raw.windows(32)
+            .any(|w| w == hex::encode(&r1.keys[0].rid).as_bytes()),
+        "ring is in this file"
+    );
     let other_cell = ca
         .get_key_ring(req("greeter-prod", "europe-west4-a"))
         .await

@@ -25,6 +25,7 @@
 pub mod audit;
 pub mod files;
 pub mod policy;
+pub mod seal;
 mod service;
 pub mod store;
 
@@ -266,6 +267,7 @@ pub async fn bind(opts: SignerOptions) -> Result<BoundSigner, SignerError> {
     let service = SignerService::new(service::Settings {
         store,
         audit,
+        sealer: seal::Sealer::new(&ca_key).map_err(|e| SignerError::Config(e.to_string()))?,
         ca_key: Arc::new(ca_key),
         root,
         root_bytes,

@@ -30,6 +30,7 @@ pub(super) struct Settings {
     pub store: Arc<dyn Storage>,
     pub audit: AuditLog,
     pub ca_key: Arc<SigningKey>,
+    pub sealer: super::seal::Sealer,
     pub root: RootKey,
     pub root_bytes: Vec<u8>,
     pub policies: RwLock<Arc<LoadedPolicies>>,
@@ -608,13 +609,35 @@ impl Signer for SignerService {
             }
         }
         let now = unix_now();
-        let fresh = RingKey::generate(now).map_err(|e| internal("generating a resumption key failed", e))?;
+        let mut fresh =
+            RingKey::generate(now).map_err(|e| internal("generating a resumption key failed", e))?;
+        // The state only ever holds sealed secrets.
+        let sealed = self
+            .s
+            .sealer
+            .seal(&r.identity, &r.cell, &fresh.rid, &fresh.secret)
+            .map_err(|e| internal("sealing a resumption key failed", e))?;
+        zeroize::Zeroize::zeroize(&mut fresh.secret);
+        fresh.secret = sealed;
         let ring = self
             .s
             .store
             .key_ring(&r.identity, &r.cell, now, self.s.rotation_secs, fresh)
             .await
             .map_err(|e| internal("reading the key ring failed", e))?;
+        let mut keys = Vec::with_capacity(ring.keys.len());
+        for k in &ring.keys {
+            let secret = self
+                .s
+                .sealer
+                .open(&r.identity, &r.cell, &k.rid, &k.secret)
+                .map_err(|e| internal("opening a stored key ring failed", e))?;
+            keys.push(pb::ResumptionKeyEntry {
+                rid: k.rid.clone(),
+                secret: secret.to_vec(),
+                created_at: k.created_at,
+            });
+        }
         tracing::info!(
             caller = %caller,
             identity = %r.identity,
@@ -624,15 +647,7 @@ impl Signer for SignerService {
             "key ring served"
         );
         Ok(Response::new(pb::GetKeyRingResponse {
-            keys: ring
-                .keys
-                .iter()
-                .map(|k| pb::ResumptionKeyEntry {
-                    rid: k.rid.clone(),
-                    secret: k.secret.clone(),
-                    created_at: k.created_at,
-                })
-                .collect(),
+            keys,
             next_rotation_at: ring.next_rotation_at,
         }))
     }

@@ -205,7 +205,8 @@ pub struct RingKey {
     /// The resumption identifier.
     #[serde(with = "hex_vec")]
     pub rid: Vec<u8>,
-    /// The 32-byte secret.
+    /// The secret. In the state it is always sealed (see
+    /// [`seal`](crate::signer::seal)); the store treats it as opaque bytes.
     #[serde(with = "hex_vec")]
     pub secret: Vec<u8>,
     /// When it became current.
@@ -228,7 +229,8 @@ impl std::fmt::Debug for RingKey {
 }
 
 impl RingKey {
-    /// A fresh key from the OS random source, current from `now`.
+    /// A fresh key (16-byte RID, 32-byte secret, not yet sealed) from the
+    /// OS random source, current from `now`.
     pub fn generate(now: i64) -> Result<Self, StoreError> {
         use alts_core::crypto::{RingRandom, SecureRandom};
         let rng = RingRandom::default();
