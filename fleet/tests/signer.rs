@@ -823,6 +823,12 @@ async fn sigkill_mid_issuance_loses_nothing_and_reuses_no_id() {
     let audited: Vec<_> = records.iter().filter(|r| r.audited).cloned().collect();
     check_audit_covers(&lines, &audited);
     let max_before = serials.iter().max().copied().unwrap();
+    eprintln!(
+        "killed: {} certificates returned, {} issuances recorded, {} not yet audited, highest serial {max_before}",
+        received.len(),
+        records.len(),
+        records.len() - audited.len()
+    );
 
     // Restart on the same file: serials continue, nothing is reused, and
     // issuances the crash left unaudited are audited now.
