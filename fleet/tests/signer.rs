@@ -182,6 +182,13 @@ async fn signer_policy_and_input_checks() {
             .unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument);
     }
+    // An oversized message is refused before any handler runs.
+    let e = c
+        .issue_principal(issue_req(&"x".repeat(32 * 1024), "workload", 0))
+        .await
+        .unwrap_err();
+    assert_ne!(e.code(), Code::Ok);
+    assert_ne!(e.code(), Code::PermissionDenied);
     // Still serving after all that.
     c.issue_principal(issue_req("greeter-prod", "workload", 60))
         .await
