@@ -454,6 +454,17 @@ async fn an_admin_revokes_and_the_next_crl_has_it_with_a_larger_issued_at() {
         .into_inner();
     assert!(r3.crl_issued_at > latest.issued_at);
     signer.stop().await;
+
+    // A state older than the published list (here: a fresh one) is refused.
+    let alts_fleet::signer::store::StateLocation::Redb(state) = &s.opts.state else {
+        unreachable!()
+    };
+    std::fs::remove_file(state).unwrap();
+    let e = Running::try_start(s.opts.clone())
+        .await
+        .err()
+        .expect("stale state refused");
+    assert!(e.to_string().contains("older than what was"), "{e}");
 }
 
 #[tokio::test]

@@ -263,6 +263,7 @@ pub async fn bind(opts: SignerOptions) -> Result<BoundSigner, SignerError> {
         source,
     })?;
     let store = store::open(&opts.state).await?;
+    check_not_behind(&opts.crl_dir.join(files::CRL_FILE), &root, store.as_ref()).await?;
     let audit = AuditLog::open(&opts.audit_log)?;
     let service = SignerService::new(service::Settings {
         store,
@@ -351,6 +352,35 @@ pub(crate) fn load_policies(issuance: &Path, signer: Option<&Path>) -> Result<Lo
         signer: signer_policy,
         stamp,
     })
+}
+
+/// Refuses a state that is behind the revocation list already published in
+/// `--crl-dir` (a state restored from a backup, or a new one pointed at an
+/// old directory): it would publish a list without revocations that were
+/// made, and may hand out serials again.
+async fn check_not_behind(
+    crl_file: &Path,
+    root: &RootKey,
+    store: &dyn store::Storage,
+) -> Result<(), SignerError> {
+    let Ok(bytes) = std::fs::read(crl_file) else {
+        return Ok(());
+    };
+    let Ok(published) = alts_core::crl::RevocationList::from_signed_bytes(&bytes, root) else {
+        tracing::warn!(file = %crl_file.display(), "ignoring a revocation list that does not verify with this root");
+        return Ok(());
+    };
+    let stored = store.crl().await?.map(|c| c.issued_at);
+    if stored.is_none_or(|t| t < published.issued_at().secs()) {
+        return Err(SignerError::Config(format!(
+            "{} was issued at {} but the state's newest list is {}: the state is older than what was \
+             published (restored from a backup?). Refusing to start; see the README (state) to recover",
+            crl_file.display(),
+            published.issued_at().secs(),
+            stored.map_or_else(|| "missing".to_owned(), |t| t.to_string()),
+        )));
+    }
+    Ok(())
 }
 
 /// Aborts a background task when dropped.
