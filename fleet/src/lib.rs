@@ -9,6 +9,8 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod signer;
+
 /// `alts.fleet.v1`: the signing service protocol.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod pb {
