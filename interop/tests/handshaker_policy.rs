@@ -323,3 +323,41 @@ fn interop_client_names_its_server_and_server_applies_the_policy() {
     let (status, out) = client(&admin, &["--accept-any-server"]);
     assert!(status.success(), "{out}\nSERVER:\n{}", srv.stderr_text());
 }
+
+/// Without credential flags, `alts-handshaker` uses the directory the
+/// credential agent maintains (`$ALTS_CREDENTIALS_DIR`): it refuses to start
+/// while that directory has no issuance policy, and serves once it has one.
+#[test]
+fn handshaker_without_credential_flags_uses_the_agents_directory() {
+    let pki = Pki::new();
+    let dir = pki.issue("ledger", "ledger-prod", "scheduler");
+    std::fs::copy(pki.root(), dir.join("root.pub")).unwrap();
+    let sock = pki.dir.path().join("env.sock");
+    let listen = format!("unix:{}", sock.display());
+    let command = || {
+        let mut c = std::process::Command::new(HANDSHAKER);
+        c.args(["--listen", &listen])
+            .env("ALTS_CREDENTIALS_DIR", &dir)
+            .stdin(std::process::Stdio::null());
+        c
+    };
+    let out = command().output().unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("no issuance policy"), "{text}");
+
+    std::fs::copy(pki.policy(), dir.join("issuance-policy.toml")).unwrap();
+    let mut child = command()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !sock.exists() && start.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let serving = sock.exists() && child.try_wait().unwrap().is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(serving, "alts-handshaker did not start from ALTS_CREDENTIALS_DIR");
+}

@@ -64,11 +64,14 @@ struct Args {
     #[arg(long)]
     insecure_listen_any: bool,
     /// Directory with handshake.cert and handshake.key (`alts issue handshake`).
-    #[arg(long)]
-    creds: PathBuf,
+    /// Without --creds and --root: the credential directory the agent
+    /// maintains, `$ALTS_CREDENTIALS_DIR` (default /run/alts/credentials),
+    /// with its root.pub, issuance-policy.toml, crl.bin and resumption.keys.
+    #[arg(long, requires = "root")]
+    creds: Option<PathBuf>,
     /// The signing service's root.pub.
-    #[arg(long)]
-    root: PathBuf,
+    #[arg(long, requires = "creds")]
+    root: Option<PathBuf>,
     /// Issuance policy TOML (which issuers may issue which identities).
     /// Required unless --accept-any-issuer.
     #[arg(long, conflicts_with = "accept_any_issuer")]
@@ -112,8 +115,9 @@ struct Args {
     /// Per-handshake deadline in seconds.
     #[arg(long, default_value_t = 20)]
     timeout_secs: u64,
-    /// How often to check the credential files for changes, in seconds.
-    #[arg(long, default_value_t = 30)]
+    /// Deprecated and ignored: the credential files are watched (inotify,
+    /// with a polling fallback every 500 ms), so changes apply within a second.
+    #[arg(long, default_value_t = 30, hide = true)]
     reload_secs: u64,
 }
 
@@ -137,15 +141,38 @@ async fn main() -> ExitCode {
 
     // Everything that can refuse the configuration, before any file is read
     // or socket bound.
-    let files = match alts_interop::checked_credential_files(
-        &args.creds,
-        &args.root,
-        args.policy.as_deref(),
-        args.crl.as_deref(),
-        args.accept_any_issuer,
-    ) {
-        Ok(f) => f,
-        Err(msg) => return refuse(msg),
+    let files = match (&args.creds, &args.root) {
+        (Some(creds), Some(root)) => match alts_interop::checked_credential_files(
+            creds,
+            root,
+            args.policy.as_deref(),
+            args.crl.as_deref(),
+            args.accept_any_issuer,
+        ) {
+            Ok(f) => f,
+            Err(msg) => return refuse(msg),
+        },
+        // No credential flags: the agent's directory (its issuance policy is
+        // required there unless --policy or --accept-any-issuer).
+        _ => {
+            let dir = std::env::var_os(tonic_alts::CREDENTIALS_DIR_ENV)
+                .filter(|d| !d.is_empty())
+                .map_or_else(
+                    || PathBuf::from(tonic_alts::DEFAULT_CREDENTIALS_DIR),
+                    PathBuf::from,
+                );
+            let mut f = tonic_alts::CredentialFiles::from_dir(dir);
+            if let Some(p) = &args.policy {
+                f = f.issuance_policy(p);
+            }
+            if let Some(c) = &args.crl {
+                f = f.crl(c);
+            }
+            if args.accept_any_issuer {
+                f = f.accept_any_issuer();
+            }
+            f
+        }
     };
     let listen: ListenAddr = match args.listen.parse() {
         Ok(l) => l,
@@ -192,8 +219,13 @@ async fn main() -> ExitCode {
         }
     };
     let identity = config.snapshot().credentials.identity().to_owned();
+    // Watch the files (inotify, with a polling fallback): a rotated
+    // certificate, CRL or key ring is in effect within a second.
+    if args.reload_secs != 30 {
+        warn!("--reload-secs is deprecated and ignored: credential files are watched");
+    }
     let _reloader = match config.reloader() {
-        Ok(r) => r.spawn(Duration::from_secs(args.reload_secs.max(1))),
+        Ok(r) => r.watch(),
         Err(e) => {
             eprintln!("alts-handshaker: {e}");
             return ExitCode::FAILURE;
