@@ -136,13 +136,11 @@ fn gmac_integrity_only_negotiates() {
     let w = world();
     let mut c = config(&w, &w.client, b"c");
     c.record_protocols = vec![RecordProtocol::GmacAes128Rekey];
-    let (co, so) = run(
-        c,
-        config(&w, &w.server, b"s"),
-        ClientOptions::default(),
-        Delivery::Whole,
-    )
-    .unwrap();
+    c.boundary = Some("cell-a".into());
+    let mut s = config(&w, &w.server, b"s");
+    s.record_protocols.push(RecordProtocol::GmacAes128Rekey);
+    s.boundary = Some("cell-a".into());
+    let (co, so) = run(c, s, ClientOptions::default(), Delivery::Whole).unwrap();
     assert_eq!(co.record_protocol, RecordProtocol::GmacAes128Rekey);
     assert_records_interoperate(&co, &so);
 }
@@ -609,11 +607,21 @@ fn every_tamper_is_refused() {
             "ServerFinished",
         ),
         (
-            "record protocol downgraded",
+            "record protocol downgraded to one the client does not offer",
             1,
             Box::new(|m| {
                 let Msg::ServerInit(mut si) = m else { panic!() };
                 si.record_protocol = "ALTSRP_GMAC_AES128_REKEY".into();
+                reframe(Msg::ServerInit(si))
+            }),
+            "did not offer",
+        ),
+        (
+            "record protocol downgraded within the client's offer",
+            1,
+            Box::new(|m| {
+                let Msg::ServerInit(mut si) = m else { panic!() };
+                si.record_protocol = "ALTSRP_GCM_AES128".into();
                 reframe(Msg::ServerInit(si))
             }),
             "ServerFinished",
@@ -1208,13 +1216,31 @@ mod no_panic {
 #[test]
 fn full_handshake_wire_known_answer() {
     let w = world();
-    let mut client = ClientHandshake::new(
-        Arc::new(config(&w, &w.client, b"c")),
-        ClientOptions::default(),
-        NOW,
-    )
-    .unwrap();
-    let mut server = ServerHandshake::new(Arc::new(config(&w, &w.server, b"s")), NOW);
+    let got = wire_known_answer(config(&w, &w.client, b"c"), config(&w, &w.server, b"s"));
+    assert_eq!(
+        (got.0, got.1.as_str(), got.2.as_str()),
+        WIRE_KAT,
+        "the handshake wire format or key schedule changed: {got:?}"
+    );
+    // The record-protocol list from before integrity-only needed a boundary
+    // gives the very bytes it gave then: an empty boundary is not encoded.
+    let legacy = |who: &Issued, seed: &[u8]| {
+        let mut c = config(&w, who, seed);
+        c.record_protocols = RecordProtocol::ALL.to_vec();
+        c.insecure_allow_integrity_only_without_boundary = true;
+        c
+    };
+    let got = wire_known_answer(legacy(&w.client, b"c"), legacy(&w.server, b"s"));
+    assert_eq!(
+        (got.0, got.1.as_str(), got.2.as_str()),
+        LEGACY_LIST_WIRE_KAT,
+        "the handshake wire format or key schedule changed: {got:?}"
+    );
+}
+
+fn wire_known_answer(c: HandshakeConfig, s: HandshakeConfig) -> (usize, String, String) {
+    let mut client = ClientHandshake::new(Arc::new(c), ClientOptions::default(), NOW).unwrap();
+    let mut server = ServerHandshake::new(Arc::new(s), NOW);
     let mut wire = Vec::new();
     let mut ci = Vec::new();
     client.poll_output(&mut ci);
@@ -1232,19 +1258,23 @@ fn full_handshake_wire_known_answer() {
     let s = server.take_outcome().unwrap();
     assert_eq!(&c.key_data[..], &s.key_data[..]);
     let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
-    let got = (
+    (
         wire.len(),
         hex(&alts_core::crypto::sha256(&wire)),
         hex(&c.key_data),
-    );
-    assert_eq!(
-        (got.0, got.1.as_str(), got.2.as_str()),
-        WIRE_KAT,
-        "the handshake wire format or key schedule changed: {got:?}"
-    );
+    )
 }
 
+/// The default configuration (no integrity-only protocol offered).
 const WIRE_KAT: (usize, &str, &str) = (
+    1192,
+    "37c254487d5582ae6ac8bb11eefbe9f5825c4fd6152b36573add2656f7ad722b",
+    "1f5914127056dc892f4559eb1804f42718fd5f6db6c791d550d104887a3cd740e873f1f8999d320425d5b7e1",
+);
+
+/// The earlier default list (`ALTSRP_GMAC_AES128_REKEY` offered last): the
+/// same bytes as before boundaries existed.
+const LEGACY_LIST_WIRE_KAT: (usize, &str, &str) = (
     1218,
     "177bdd397d031859546a0a82bc2b10d8c1be02de849daef89ce748db870c60b4",
     "734c1372192f9a378b327928756dbb12ba02c64ef0519c00e2e9f948fdd0de99c462b54ed703e9eca7eabe46",

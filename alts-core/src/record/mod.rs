@@ -60,7 +60,8 @@ impl Side {
 }
 
 /// What a record protocol protects (the `grpc.gcp.SecurityLevel` values).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Ordered weakest first: `IntegrityOnly < IntegrityAndPrivacy`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SecurityLevel {
     /// Payload in clear, authenticated (GMAC).
     IntegrityOnly,
