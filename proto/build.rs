@@ -18,6 +18,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let fds = protox::compile(protos, ["proto"])?;
     tonic_prost_build::configure()
+        // Messages holding secrets get a redacting `Debug` (in `src/lib.rs`)
+        // instead of prost's, which would print the secret bytes.
+        .skip_debug([".alts.v1.TicketContents", ".grpc.gcp.HandshakerResult"])
         .build_server(true)
         .build_client(true)
         .build_transport(false)

@@ -10,7 +10,11 @@
 //! - principal certificates have **no expiry** unless `--valid-for` is given
 //!   (many production certificates carry no expiry because clock skew causes
 //!   outages; the revocation list is the source of truth);
-//! - handshake certificates are valid 20 h for people, 48 h otherwise;
+//! - handshake certificates are valid 20 h for people, 48 h otherwise, and
+//!   at most 7 days (the longest lifetime verifiers accept by default) unless
+//!   `--allow-long-lifetime` is given;
+//! - identities follow the identity grammar: 1 to 128 bytes of `a-z`, `0-9`
+//!   and `. _ @ : -`, starting with a letter or digit;
 //! - revocation IDs: principal certificates get a random ID in their
 //!   category's range (`category byte ‖ random 56 bits`); handshake
 //!   certificates of people inherit the principal's ID, others get a random ID
@@ -125,7 +129,7 @@ enum IssueCmd {
         /// Who requests the certificate (checked by the policy), e.g. corp-ca or scheduler.
         #[arg(long)]
         issuer: String,
-        /// The identity, e.g. alice or frontend-prod.
+        /// The identity, e.g. alice or frontend-prod: 1 to 128 bytes of a-z, 0-9 and . _ @ : -, starting with a letter or digit.
         #[arg(long)]
         identity: String,
         /// person, machine or workload.
@@ -146,9 +150,12 @@ enum IssueCmd {
         /// Principal directory (principal.cert, principal.key, root.pub).
         #[arg(long)]
         principal: PathBuf,
-        /// Validity from now (default: 20h for people, 48h otherwise).
+        /// Validity from now (default: 20h for people, 48h otherwise; at most 7days).
         #[arg(long)]
         valid_for: Option<humantime::Duration>,
+        /// Allow --valid-for above 7 days. Verifiers refuse such certificates unless they opted out.
+        #[arg(long)]
+        allow_long_lifetime: bool,
         /// Revocation ID, decimal or 0x-hex (default: the principal's for people, random in the category's range otherwise).
         #[arg(long, value_parser = parse_u64)]
         revocation_id: Option<u64>,
@@ -288,9 +295,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             IssueCmd::Handshake {
                 principal,
                 valid_for,
+                allow_long_lifetime,
                 revocation_id,
                 out,
-            } => issue_handshake_cmd(&principal, valid_for.map(Into::into), revocation_id, &out),
+            } => issue_handshake_cmd(
+                &principal,
+                valid_for.map(Into::into),
+                allow_long_lifetime,
+                revocation_id,
+                &out,
+            ),
         },
         Cmd::Inspect { file, json } => inspect(&file, json),
         Cmd::Verify {
@@ -348,6 +362,7 @@ fn issue_principal_cmd(
     revocation_id: Option<u64>,
     out: &Path,
 ) -> Result<ExitCode> {
+    alts_core::cert::check_identity(&identity).map_err(|e| format!("--identity: {e}"))?;
     let (ca_key, root) = files::load_ca(ca)?;
     let now = now();
     let validity = match valid_for {
@@ -390,9 +405,21 @@ fn issue_principal_cmd(
 fn issue_handshake_cmd(
     dir: &Path,
     valid_for: Option<Duration>,
+    allow_long_lifetime: bool,
     revocation_id: Option<u64>,
     out: &Path,
 ) -> Result<ExitCode> {
+    let max = alts_core::verify::DEFAULT_MAX_HANDSHAKE_CERT_LIFETIME_SECS;
+    if let Some(d) = valid_for
+        && d.as_secs() > max.unsigned_abs()
+        && !allow_long_lifetime
+    {
+        return Err(format!(
+            "--valid-for: handshake certificates live at most 7 days ({max} s); verifiers refuse longer \
+             ones by default (pass --allow-long-lifetime to issue one anyway)"
+        )
+        .into());
+    }
     let (pkey, pcert, root) = files::load_principal(dir)?;
     let now = now();
     // The principal must verify against its root (no policy here).

@@ -670,3 +670,79 @@ fn garbage_missing_files_and_wrong_keys() {
     );
     fails(d, &["issue", "handshake", "--principal", "nope", "--out", "o"], 2);
 }
+
+#[test]
+fn identities_outside_the_grammar_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    ok(d, &["ca", "init", "--out", "ca"]);
+    for bad in [
+        "network-admin\u{200b}",
+        "Network-admin",
+        "n\u{0435}twork-admin",
+        ".x",
+        "a b",
+    ] {
+        let t = fails(
+            d,
+            &[
+                "issue",
+                "principal",
+                "--ca",
+                "ca",
+                "--issuer",
+                "netops-ca",
+                "--identity",
+                bad,
+                "--category",
+                "person",
+                "--out",
+                "bad",
+            ],
+            2,
+        );
+        assert!(
+            t.contains("--identity: identity outside the identity grammar"),
+            "{t}"
+        );
+        assert!(!d.join("bad").exists(), "{bad:?}: nothing written");
+    }
+    for good in ["network-admin", "sa@p.iam", "frontend-prod"] {
+        chain(d, good, "scheduler", good, "workload");
+    }
+}
+
+#[test]
+fn handshake_lifetime_above_seven_days_needs_an_explicit_flag() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    ok(d, &["ca", "init", "--out", "ca"]);
+    chain(d, "fe", "scheduler", "frontend-prod", "workload");
+    let issue = |valid_for: &'static str, flag: bool| {
+        let mut args = vec![
+            "issue",
+            "handshake",
+            "--principal",
+            "fe",
+            "--valid-for",
+            valid_for,
+            "--out",
+            "long",
+        ];
+        if flag {
+            args.push("--allow-long-lifetime");
+        }
+        args
+    };
+    let t = fails(d, &issue("8days", false), 2);
+    assert!(t.contains("at most 7 days"), "{t}");
+    ok(d, &issue("7days", false));
+    ok(d, &issue("8days", true));
+    // A verifier refuses the 8-day certificate.
+    let t = fails(
+        d,
+        &["verify", "--root", "ca/root.pub", "--cert", "long/handshake.cert"],
+        1,
+    );
+    assert!(t.contains("lifetime"), "{t}");
+}

@@ -48,8 +48,11 @@ use crate::policy::PolicyDenied;
 pub const MAX_CERT_LEN: usize = 16 * 1024;
 /// Maximum size of a serialized [`RootKey`].
 pub const MAX_ROOT_KEY_LEN: usize = 1024;
-/// Maximum length in bytes of an identity, issuer or root-key name.
+/// Maximum length in bytes of an identity, issuer or root-key name as
+/// decoded (identities are further limited by [`check_identity`]).
 pub const MAX_NAME_LEN: usize = 256;
+/// Maximum length in bytes of an identity (see [`check_identity`]).
+pub const MAX_IDENTITY_LEN: usize = 128;
 /// Maximum number of entries in the handshake-cipher or record-protocol list.
 pub const MAX_PROTOCOLS: usize = 16;
 /// Maximum length in bytes of one handshake-cipher or record-protocol name.
@@ -158,6 +161,24 @@ pub enum CertError {
     BadKey {
         /// Which key.
         what: &'static str,
+    },
+    /// An identity is outside the identity grammar (see [`check_identity`]).
+    /// The identity itself is not repeated: it may hold control or
+    /// invisible characters.
+    #[error("identity outside the identity grammar: {reason}")]
+    InvalidIdentity {
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+    /// A handshake certificate has no expiry, no start, or a lifetime longer
+    /// than the verifier's maximum.
+    #[error("handshake certificate lifetime {} exceeds the maximum of {max_secs} s", lifetime_text(*.lifetime_secs))]
+    LifetimeTooLong {
+        /// `not_after - not_before` in seconds; `None` when either bound is
+        /// missing (unbounded).
+        lifetime_secs: Option<i64>,
+        /// The verifier's maximum, in seconds.
+        max_secs: i64,
     },
     /// Issuance parameters are invalid.
     #[error("invalid parameter: {what}")]
@@ -525,6 +546,53 @@ fn validity_to_proto(v: Option<(UnixTime, UnixTime)>) -> Result<Option<pb::Valid
     }
 }
 
+fn lifetime_text(lifetime: Option<i64>) -> String {
+    match lifetime {
+        Some(s) => format!("{s} s"),
+        None => "unbounded".to_owned(),
+    }
+}
+
+/// Checks an identity against the identity grammar, enforced when a
+/// principal certificate is issued ([`issue_principal`]) and when a peer is
+/// verified ([`crate::verify::Verifier`]):
+///
+/// ```text
+/// identity = first *127rest
+/// first    = %x61-7A / DIGIT                     ; a-z 0-9
+/// rest     = first / "." / "_" / "@" / ":" / "-"
+/// ```
+///
+/// That is 1 to [`MAX_IDENTITY_LEN`] (128) bytes of lowercase ASCII letters,
+/// digits and `. _ @ : -`, starting with a letter or digit. Upper case,
+/// spaces, control characters, bidirectional controls, zero-width and every
+/// other non-ASCII character (look-alikes such as Cyrillic `а`) are refused,
+/// so two identities that print alike are the same identity.
+/// `frontend-prod`, `sa@p.iam`, `network-admin`, `spiffe:cell-a:db` pass;
+/// `network-admin\u{200b}`, `Admin` and `-x` do not.
+pub fn check_identity(identity: &str) -> Result<(), CertError> {
+    let bytes = identity.as_bytes();
+    let Some(&first) = bytes.first() else {
+        return Err(CertError::Malformed { what: "identity" });
+    };
+    check_len("identity", bytes.len(), MAX_IDENTITY_LEN)?;
+    let start = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    if !start(first) {
+        return Err(CertError::InvalidIdentity {
+            reason: "must start with a lowercase ASCII letter or a digit",
+        });
+    }
+    if !bytes
+        .iter()
+        .all(|&b| start(b) || matches!(b, b'.' | b'_' | b'@' | b':' | b'-'))
+    {
+        return Err(CertError::InvalidIdentity {
+            reason: "only lowercase ASCII letters, digits and . _ @ : - are allowed",
+        });
+    }
+    Ok(())
+}
+
 fn check_name(what: &'static str, s: &str) -> Result<(), CertError> {
     if s.is_empty() {
         return Err(CertError::Malformed { what });
@@ -533,13 +601,14 @@ fn check_name(what: &'static str, s: &str) -> Result<(), CertError> {
 }
 
 /// Issues a principal certificate for `principal_public_key`, signed by the
-/// root key. Returns the serialized `alts.v1.PrincipalCert`.
+/// root key. Returns the serialized `alts.v1.PrincipalCert`. The identity
+/// must follow the identity grammar ([`check_identity`]).
 pub fn issue_principal(
     root: &SigningKey,
     params: &PrincipalParams,
     principal_public_key: [u8; 32],
 ) -> Result<Vec<u8>, CertError> {
-    check_name("identity", &params.identity)?;
+    check_identity(&params.identity)?;
     check_name("issuer", &params.issuer)?;
     let tbs = pb::PrincipalCertTbs {
         version: CERT_VERSION,
@@ -601,6 +670,18 @@ pub fn issue_handshake(
     .encode_to_vec();
     check_len("handshake certificate", cert.len(), MAX_CERT_LEN)?;
     Ok(cert)
+}
+
+/// Only the canonical encoding of an outer certificate message is accepted
+/// (decoding and re-encoding gives the same bytes: no unknown fields, no
+/// padded varints or lengths, fields in order). Its signature covers only
+/// the `tbs` bytes, so without this check one certificate would have many
+/// accepted encodings, each a different key in the verifier's chain cache.
+fn check_canonical<M: Message>(message: &M, bytes: &[u8], what: &'static str) -> Result<(), CertError> {
+    if message.encoded_len() != bytes.len() || message.encode_to_vec() != bytes {
+        return Err(CertError::Malformed { what });
+    }
+    Ok(())
 }
 
 pub(crate) fn check_len(what: &'static str, len: usize, max: usize) -> Result<(), CertError> {
@@ -720,6 +801,7 @@ impl ParsedPrincipal {
         let message = pb::PrincipalCert::decode(bytes).map_err(|_| CertError::Malformed {
             what: "principal certificate",
         })?;
+        check_canonical(&message, bytes, "principal certificate: non-canonical encoding")?;
         let info = Self::parse_tbs(&message)?;
         Ok(Self { message, info })
     }
@@ -799,6 +881,7 @@ impl ParsedHandshake {
         let message = pb::HandshakeCert::decode(bytes).map_err(|_| CertError::Malformed {
             what: "handshake certificate",
         })?;
+        check_canonical(&message, bytes, "handshake certificate: non-canonical encoding")?;
         let tbs = pb::HandshakeCertTbs::decode(message.tbs.as_slice()).map_err(|_| CertError::Malformed {
             what: "handshake certificate contents",
         })?;

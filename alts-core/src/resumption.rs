@@ -510,15 +510,15 @@ pub(crate) fn check_contents(
     };
     Ok(OpenedTicket {
         peer: VerifiedPeer {
-            identity: c.peer_identity,
+            identity: std::mem::take(&mut c.peer_identity),
             category,
-            issuer: c.peer_issuer,
+            issuer: std::mem::take(&mut c.peer_issuer),
             principal_revocation_id: c.peer_principal_revocation_id,
             handshake_revocation_id: c.peer_handshake_revocation_id,
             not_after: (c.peer_not_after != 0).then_some(UnixTime(c.peer_not_after)),
             static_public_key: [0u8; 32],
             handshake_ciphers: Vec::new(),
-            record_protocols: vec![c.record_protocol],
+            record_protocols: vec![std::mem::take(&mut c.record_protocol)],
         },
         secret,
         trust: ChainTrust {

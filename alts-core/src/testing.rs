@@ -21,6 +21,10 @@ use crate::verify::Verifier;
 /// A fixed "now" for deterministic tests (2026-01-01T00:00:00Z).
 pub const NOW: UnixTime = UnixTime(1_767_225_600);
 
+/// Longest handshake-certificate lifetime [`TestPki::issue_with`] gives
+/// (7 days, the default maximum of [`Verifier`]).
+pub const MAX_TEST_HANDSHAKE_LIFETIME_SECS: i64 = crate::verify::DEFAULT_MAX_HANDSHAKE_CERT_LIFETIME_SECS;
+
 /// A provider whose randomness depends only on `seed`.
 pub fn deterministic_provider(seed: &[u8]) -> CryptoProvider {
     CryptoProvider {
@@ -80,8 +84,15 @@ impl TestPki {
         )
     }
 
-    /// Issues a principal + handshake chain for `identity` with `validity`
-    /// on both certificates (`None`: no expiry). Revocation IDs are
+    /// Issues a principal + handshake chain for `identity`. The principal
+    /// certificate gets `validity` (`None`: no expiry). The handshake
+    /// certificate gets `validity` cut to at most
+    /// [`MAX_TEST_HANDSHAKE_LIFETIME_SECS`] from its start, so that default
+    /// verifiers (which refuse handshake certificates living longer than 7
+    /// days or never expiring) accept it; with `None` it is valid from one
+    /// hour before to one day after the system clock's current time (the
+    /// only place in this crate that reads a clock, for tests whose
+    /// handshakes are checked against the real time). Revocation IDs are
     /// consecutive in the machine range.
     pub fn issue_with(
         &self,
@@ -104,6 +115,16 @@ impl TestPki {
             principal_key.public_key(),
         )
         .unwrap();
+        let handshake_validity = match validity {
+            Some((nb, na)) => Some((nb, na.min(nb.plus(MAX_TEST_HANDSHAKE_LIFETIME_SECS)))),
+            None => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+                    .unwrap_or(NOW.secs());
+                Some((UnixTime(now).plus(-3600), UnixTime(now).plus(86_400)))
+            }
+        };
         let static_key = StaticKeyPair::generate(self.rng.as_ref()).unwrap();
         let handshake_cert = cert::issue_handshake(
             &principal_key,
@@ -118,7 +139,7 @@ impl TestPki {
                     .iter()
                     .map(|s| s.to_string())
                     .collect(),
-                validity,
+                validity: handshake_validity,
                 revocation_id: (2u64 << 56) | (n + 1),
             },
         )

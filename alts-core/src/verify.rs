@@ -21,7 +21,7 @@ use crate::UnixTime;
 pub use crate::cert::CertError;
 use crate::cert::{
     Category, HANDSHAKE_CONTEXT, HandshakeCertInfo, PRINCIPAL_CONTEXT, ParsedHandshake, ParsedPrincipal,
-    PrincipalCertInfo, RootKey, check_expiry, verify_signature,
+    PrincipalCertInfo, RootKey, ValidityWindow, check_expiry, check_identity, verify_signature,
 };
 use crate::crl::RevocationList;
 use crate::crypto::sha256;
@@ -31,6 +31,9 @@ use crate::policy::{IssuancePolicy, PolicyAllowed};
 pub const DEFAULT_CLOCK_SKEW_SECS: i64 = 300;
 /// Default number of verified principal certificates kept in the cache.
 pub const DEFAULT_CACHE_CAPACITY: usize = 1024;
+/// Default longest accepted handshake-certificate lifetime
+/// (`not_after - not_before`): 7 days.
+pub const DEFAULT_MAX_HANDSHAKE_CERT_LIFETIME_SECS: i64 = 7 * 24 * 3600;
 
 /// A peer whose handshake certificate passed every check.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,13 +116,17 @@ pub struct Verifier {
     policy: Arc<IssuancePolicy>,
     crl: Option<Arc<RevocationList>>,
     skew: i64,
+    max_handshake_lifetime: Option<i64>,
+    identity_grammar: bool,
     cache: Mutex<Cache>,
     chains: Mutex<Cache<Arc<HandshakeCertInfo>>>,
 }
 
 impl Verifier {
     /// A verifier trusting `root` and enforcing the issuance policy `policy`, with no revocation
-    /// list, a 300 s clock skew and a 1024-entry cache.
+    /// list, a 300 s clock skew, a 1024-entry cache, handshake certificates
+    /// limited to a lifetime of 7 days (refused without an expiry) and the
+    /// identity grammar ([`crate::cert::check_identity`]).
     pub fn new(root: RootKey, policy: Arc<IssuancePolicy>) -> Self {
         Self {
             root_id: root.key_id(),
@@ -127,6 +134,8 @@ impl Verifier {
             policy,
             crl: None,
             skew: DEFAULT_CLOCK_SKEW_SECS,
+            max_handshake_lifetime: Some(DEFAULT_MAX_HANDSHAKE_CERT_LIFETIME_SECS),
+            identity_grammar: true,
             cache: Mutex::new(Cache::new(DEFAULT_CACHE_CAPACITY)),
             chains: Mutex::new(Cache::new(DEFAULT_CACHE_CAPACITY)),
         }
@@ -148,6 +157,40 @@ impl Verifier {
     /// Sets the clock-skew allowance in seconds (negative values count as 0).
     pub fn with_clock_skew(mut self, secs: i64) -> Self {
         self.skew = secs.max(0);
+        self
+    }
+
+    /// Refuses handshake certificates whose lifetime (`not_after -
+    /// not_before`) exceeds `secs` (default
+    /// [`DEFAULT_MAX_HANDSHAKE_CERT_LIFETIME_SECS`], 7 days; negative values
+    /// count as 0), and those without both bounds. Handshake certificates
+    /// are meant to be short-lived: their rotation is what limits the damage
+    /// of a stolen static key in the default (non-PFS) mode.
+    pub fn with_max_handshake_cert_lifetime(mut self, secs: i64) -> Self {
+        self.max_handshake_lifetime = Some(secs.max(0));
+        self
+    }
+
+    /// INSECURE opt-out, restores the behaviour before lifetimes were
+    /// checked: accepts handshake certificates of any lifetime, including
+    /// ones that never expire.
+    pub fn allow_unbounded_handshake_certs(mut self) -> Self {
+        self.max_handshake_lifetime = None;
+        self
+    }
+
+    /// The longest accepted handshake-certificate lifetime in seconds;
+    /// `None` after [`Verifier::allow_unbounded_handshake_certs`].
+    pub fn max_handshake_cert_lifetime(&self) -> Option<i64> {
+        self.max_handshake_lifetime
+    }
+
+    /// INSECURE opt-out, restores the behaviour before the identity grammar:
+    /// accepts peer identities outside [`crate::cert::check_identity`] (any
+    /// UTF-8 up to [`crate::cert::MAX_NAME_LEN`] bytes, including control,
+    /// bidirectional and look-alike characters).
+    pub fn insecure_allow_any_identity(mut self) -> Self {
+        self.identity_grammar = false;
         self
     }
 
@@ -235,8 +278,11 @@ impl Verifier {
     }
 
     /// Full check of a peer's serialized handshake certificate: sizes,
-    /// decoding, root → principal → handshake signatures, validity (± skew),
-    /// revocation of both certificates, then issuance policy.
+    /// canonical encoding, decoding, root → principal → handshake
+    /// signatures, validity (± skew), the handshake certificate's lifetime,
+    /// revocation of both certificates, the identity grammar, then issuance
+    /// policy. Only certificates whose signatures verified enter the chain
+    /// cache, keyed by the exact (canonical) bytes.
     pub fn verify_handshake_cert(&self, cert: &[u8], now: UnixTime) -> Result<VerifiedPeer, CertError> {
         let key = sha256(cert);
         let cached = self.lock_chains().get(&key);
@@ -251,8 +297,10 @@ impl Verifier {
         let p = &info.principal;
         p.validity.check("principal", now, self.skew)?;
         info.validity.check("handshake", now, self.skew)?;
+        self.check_lifetime(&info.validity)?;
         self.check_revoked("principal", p.revocation_id)?;
         self.check_revoked("handshake", info.revocation_id)?;
+        self.check_identity(&p.identity)?;
         self.policy.check(&p.issuer, p.category, &p.identity)?;
         let not_after = match (p.validity.not_after, info.validity.not_after) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -269,6 +317,30 @@ impl Verifier {
             handshake_ciphers: info.handshake_ciphers.clone(),
             record_protocols: info.record_protocols.clone(),
         })
+    }
+
+    fn check_lifetime(&self, v: &ValidityWindow) -> Result<(), CertError> {
+        let Some(max_secs) = self.max_handshake_lifetime else {
+            return Ok(());
+        };
+        let lifetime_secs = match (v.not_before, v.not_after) {
+            (Some(nb), Some(na)) => Some(na.secs().saturating_sub(nb.secs())),
+            _ => None,
+        };
+        match lifetime_secs {
+            Some(l) if l <= max_secs => Ok(()),
+            _ => Err(CertError::LifetimeTooLong {
+                lifetime_secs,
+                max_secs,
+            }),
+        }
+    }
+
+    fn check_identity(&self, identity: &str) -> Result<(), CertError> {
+        if self.identity_grammar {
+            check_identity(identity)?;
+        }
+        Ok(())
     }
 
     /// Decodes a handshake certificate and checks root → principal →
@@ -295,6 +367,7 @@ impl Verifier {
         let info = p.info;
         info.validity.check("principal", now, self.skew)?;
         self.check_revoked("principal", info.revocation_id)?;
+        self.check_identity(&info.identity)?;
         let allowed = self.policy.check(&info.issuer, info.category, &info.identity)?;
         Ok(VerifiedPrincipal { info, allowed })
     }
@@ -305,6 +378,7 @@ impl Verifier {
         check_expiry("peer", peer.not_after, now, self.skew)?;
         self.check_revoked("principal", peer.principal_revocation_id)?;
         self.check_revoked("handshake", peer.handshake_revocation_id)?;
+        self.check_identity(&peer.identity)?;
         self.policy.check(&peer.issuer, peer.category, &peer.identity)?;
         Ok(())
     }
@@ -316,6 +390,8 @@ impl fmt::Debug for Verifier {
             .field("root", &self.root)
             .field("crl", &self.crl)
             .field("clock_skew", &self.skew)
+            .field("max_handshake_cert_lifetime", &self.max_handshake_lifetime)
+            .field("identity_grammar", &self.identity_grammar)
             .field("cached", &self.cache_len())
             .finish_non_exhaustive()
     }

@@ -178,10 +178,22 @@ fn valid_chains_verify() {
         let vp = v.verify_principal_cert(&c.principal_cert, NOW).unwrap();
         assert_eq!(vp.info.identity, id);
     }
-    // Both certificates without expiry: not_after None.
+    // Both certificates without expiry: refused by default (handshake
+    // certificates must expire); with the explicit opt-out, not_after None.
     let c = pki.chain_with("db-prod", Category::Workload, "scheduler", None, None);
     assert_eq!(
-        v.verify_handshake_cert(&c.handshake_cert, NOW).unwrap().not_after,
+        v.verify_handshake_cert(&c.handshake_cert, NOW),
+        Err(CertError::LifetimeTooLong {
+            lifetime_secs: None,
+            max_secs: 7 * 24 * 3600
+        })
+    );
+    let unbounded = pki.verifier(PRODUCTION).allow_unbounded_handshake_certs();
+    assert_eq!(
+        unbounded
+            .verify_handshake_cert(&c.handshake_cert, NOW)
+            .unwrap()
+            .not_after,
         None
     );
     // The principal expires first.
@@ -326,8 +338,14 @@ fn broken_signature_at_each_level() {
 fn validity_at_each_level_with_skew() {
     let pki = pki(b"time");
     let v = pki.verifier(PRODUCTION);
-    // Principal valid [NOW-1000, NOW+100], handshake open-ended.
-    let c = pki.chain_with("alice", Category::Person, "corp-ca", window(-1000, 100), None);
+    // Principal valid [NOW-1000, NOW+100], handshake valid well around it.
+    let c = pki.chain_with(
+        "alice",
+        Category::Person,
+        "corp-ca",
+        window(-1000, 100),
+        window(-5000, 5000),
+    );
     assert!(
         v.verify_handshake_cert(&c.handshake_cert, NOW.plus(400)).is_ok(),
         "within 300 s skew"
@@ -520,7 +538,13 @@ fn policy_refusals() {
 #[test]
 fn cache_hit_still_checks_expiry_revocation_and_policy() {
     let pki = pki(b"cache");
-    let c = pki.chain_with("alice", Category::Person, "corp-ca", window(-10, 3600), None);
+    let c = pki.chain_with(
+        "alice",
+        Category::Person,
+        "corp-ca",
+        window(-10, 3600),
+        window(-10, 3600),
+    );
     let v = pki.verifier(PRODUCTION);
     let peer = v.verify_handshake_cert(&c.handshake_cert, NOW).unwrap();
     assert_eq!(v.cache_len(), 1);
@@ -529,7 +553,7 @@ fn cache_hit_still_checks_expiry_revocation_and_policy() {
     assert_eq!(v.verify_handshake_cert(&c.handshake_cert, NOW).unwrap(), peer);
     assert_eq!(v.chain_cache_len(), 1);
     // Second handshake with a new handshake cert of the same principal: principal hit.
-    let (_, hs2) = pki.handshake(&c.principal_key, &c.principal_cert, None, 77);
+    let (_, hs2) = pki.handshake(&c.principal_key, &c.principal_cert, window(-10, 3600), 77);
     v.verify_handshake_cert(&hs2, NOW).unwrap();
     assert_eq!(v.cache_len(), 1);
     assert_eq!(v.chain_cache_len(), 2);
@@ -589,7 +613,13 @@ fn cache_hit_still_checks_expiry_revocation_and_policy() {
 #[test]
 fn verifier_cache_of_capacity_zero_keeps_nothing() {
     let pki = pki(b"no cache");
-    let c = pki.chain_with("alice", Category::Person, "corp-ca", window(-10, 3600), None);
+    let c = pki.chain_with(
+        "alice",
+        Category::Person,
+        "corp-ca",
+        window(-10, 3600),
+        window(-10, 3600),
+    );
     let v = pki.verifier(PRODUCTION).with_cache_capacity(0);
     let peer = v.verify_handshake_cert(&c.handshake_cert, NOW).unwrap();
     assert_eq!(v.verify_handshake_cert(&c.handshake_cert, NOW).unwrap(), peer);

@@ -136,13 +136,11 @@ fn gmac_integrity_only_negotiates() {
     let w = world();
     let mut c = config(&w, &w.client, b"c");
     c.record_protocols = vec![RecordProtocol::GmacAes128Rekey];
-    let (co, so) = run(
-        c,
-        config(&w, &w.server, b"s"),
-        ClientOptions::default(),
-        Delivery::Whole,
-    )
-    .unwrap();
+    c.boundary = Some("cell-a".into());
+    let mut s = config(&w, &w.server, b"s");
+    s.record_protocols.push(RecordProtocol::GmacAes128Rekey);
+    s.boundary = Some("cell-a".into());
+    let (co, so) = run(c, s, ClientOptions::default(), Delivery::Whole).unwrap();
     assert_eq!(co.record_protocol, RecordProtocol::GmacAes128Rekey);
     assert_records_interoperate(&co, &so);
 }
@@ -543,13 +541,24 @@ fn tampered(
     which: usize,
     edit: impl FnOnce(Msg) -> Vec<u8>,
 ) -> Result<(), (&'static str, HandshakeError)> {
-    let mut client = ClientHandshake::new(
-        Arc::new(config(w, &w.client, b"c")),
-        ClientOptions::default(),
-        NOW,
+    tampered_with(
+        config(w, &w.client, b"c"),
+        config(w, &w.server, b"s"),
+        which,
+        edit,
     )
-    .unwrap();
-    let mut server = ServerHandshake::new(Arc::new(config(w, &w.server, b"s")), NOW);
+    .map(|_| ())
+}
+
+/// [`tampered`] with the given configurations; returns both outcomes.
+fn tampered_with(
+    c: HandshakeConfig,
+    s: HandshakeConfig,
+    which: usize,
+    edit: impl FnOnce(Msg) -> Vec<u8>,
+) -> Result<(HandshakeOutcome, HandshakeOutcome), (&'static str, HandshakeError)> {
+    let mut client = ClientHandshake::new(Arc::new(c), ClientOptions::default(), NOW).unwrap();
+    let mut server = ServerHandshake::new(Arc::new(s), NOW);
     let mut edit = Some(edit);
     let mut apply = |idx: usize, frame: Vec<u8>| -> Vec<u8> {
         if idx == which {
@@ -573,7 +582,7 @@ fn tampered(
     let cf = apply(3, cf);
     server.handle_input(&cf).map_err(|e| ("server", e))?;
     assert!(client.is_done() && server.is_done());
-    Ok(())
+    Ok((client.take_outcome().unwrap(), server.take_outcome().unwrap()))
 }
 
 #[test]
@@ -609,11 +618,21 @@ fn every_tamper_is_refused() {
             "ServerFinished",
         ),
         (
-            "record protocol downgraded",
+            "record protocol downgraded to one the client does not offer",
             1,
             Box::new(|m| {
                 let Msg::ServerInit(mut si) = m else { panic!() };
                 si.record_protocol = "ALTSRP_GMAC_AES128_REKEY".into();
+                reframe(Msg::ServerInit(si))
+            }),
+            "did not offer",
+        ),
+        (
+            "record protocol downgraded within the client's offer",
+            1,
+            Box::new(|m| {
+                let Msg::ServerInit(mut si) = m else { panic!() };
+                si.record_protocol = "ALTSRP_GCM_AES128".into();
                 reframe(Msg::ServerInit(si))
             }),
             "ServerFinished",
@@ -800,6 +819,252 @@ fn every_tamper_is_refused() {
             "{name}: got {err:?}, expected an error mentioning {expect:?}"
         );
     }
+}
+
+/// Asserts that the untampered handshake with `c`/`s` succeeds and that the
+/// one with `edit` applied to message `which` fails on `side` with `want`.
+fn refused_only_when_tampered(
+    name: &str,
+    c: &HandshakeConfig,
+    s: &HandshakeConfig,
+    which: usize,
+    edit: impl FnOnce(Msg) -> Msg,
+    want: (&'static str, HandshakeError),
+) {
+    let (co, so) = tampered_with(c.clone(), s.clone(), 99, |_| unreachable!())
+        .unwrap_or_else(|e| panic!("{name}: untampered handshake failed: {e:?}"));
+    assert_records_interoperate(&co, &so);
+    let err = tampered_with(c.clone(), s.clone(), which, |m| reframe(edit(m))).expect_err(name);
+    assert_eq!(err, want, "{name}");
+}
+
+const SF_MAC: (&str, HandshakeError) = ("client", HandshakeError::BadFinished("ServerFinished"));
+
+#[test]
+fn mitm_stripping_ephemeral_shares_is_refused() {
+    let w = world();
+    let mut c = config(&w, &w.client, b"c");
+    c.pfs = true;
+    let s = config(&w, &w.server, b"s");
+    let strip_ci = |m| {
+        let Msg::ClientInit(mut ci) = m else { panic!() };
+        ci.ephemeral_share.clear();
+        Msg::ClientInit(ci)
+    };
+    let strip_si = |m| {
+        let Msg::ServerInit(mut si) = m else { panic!() };
+        assert!(!si.ephemeral_share.is_empty());
+        si.ephemeral_share.clear();
+        Msg::ServerInit(si)
+    };
+    refused_only_when_tampered("share stripped from ClientInit", &c, &s, 0, strip_ci, SF_MAC);
+    refused_only_when_tampered("share stripped from ServerInit", &c, &s, 1, strip_si, SF_MAC);
+    // A server that requires PFS refuses the stripped ClientInit itself; a
+    // client that requires it refuses the stripped ServerInit itself.
+    let mut s_req = s.clone();
+    s_req.require_pfs = true;
+    refused_only_when_tampered(
+        "share stripped from ClientInit, server requires PFS",
+        &c,
+        &s_req,
+        0,
+        strip_ci,
+        ("server", HandshakeError::PfsRequired),
+    );
+    let mut c_req = c.clone();
+    c_req.require_pfs = true;
+    refused_only_when_tampered(
+        "share stripped from ServerInit, client requires PFS",
+        &c_req,
+        &s,
+        1,
+        strip_si,
+        ("client", HandshakeError::PfsRequired),
+    );
+    // KCI-resistant mode: both shares are required by both sides.
+    let mut c_kci = c.clone();
+    c_kci.kci_resistant = true;
+    refused_only_when_tampered(
+        "share stripped from a KCI ClientInit",
+        &c_kci,
+        &s,
+        0,
+        strip_ci,
+        ("server", HandshakeError::KciRequired),
+    );
+    refused_only_when_tampered(
+        "share stripped from a KCI ServerInit",
+        &c_kci,
+        &s,
+        1,
+        strip_si,
+        ("client", HandshakeError::KciRequired),
+    );
+}
+
+#[test]
+fn mitm_flipping_kci_and_pfs_flags_is_refused() {
+    let w = world();
+    let plain = config(&w, &w.client, b"c");
+    let mut pfs = plain.clone();
+    pfs.pfs = true;
+    let mut kci = plain.clone();
+    kci.kci_resistant = true;
+    let s = config(&w, &w.server, b"s");
+    let flip_kci = |m| {
+        let Msg::ClientInit(mut ci) = m else { panic!() };
+        ci.kci_resistant = !ci.kci_resistant;
+        Msg::ClientInit(ci)
+    };
+    let flip_pfs = |m| {
+        let Msg::ClientInit(mut ci) = m else { panic!() };
+        ci.pfs = !ci.pfs;
+        Msg::ClientInit(ci)
+    };
+    // KCI turned off: the server runs the weaker variant, the MACs differ.
+    refused_only_when_tampered("kci_resistant cleared", &kci, &s, 0, flip_kci, SF_MAC);
+    // KCI turned on for a PFS client: the server mixes in es/se, the client does not.
+    refused_only_when_tampered("kci_resistant set (PFS client)", &pfs, &s, 0, flip_kci, SF_MAC);
+    // KCI turned on without a share: the server cannot run it.
+    refused_only_when_tampered(
+        "kci_resistant set (no share)",
+        &plain,
+        &s,
+        0,
+        flip_kci,
+        ("server", HandshakeError::KciRequired),
+    );
+    // KCI turned off towards a server that requires it.
+    let mut s_kci = s.clone();
+    s_kci.kci_resistant = true;
+    refused_only_when_tampered(
+        "kci_resistant cleared, server requires KCI",
+        &kci,
+        &s_kci,
+        0,
+        flip_kci,
+        ("server", HandshakeError::KciRequired),
+    );
+    refused_only_when_tampered("pfs cleared", &pfs, &s, 0, flip_pfs, SF_MAC);
+    refused_only_when_tampered("pfs set", &plain, &s, 0, flip_pfs, SF_MAC);
+}
+
+#[test]
+fn mitm_editing_accepted_rids_is_refused() {
+    let w = world();
+    let client_keys = rkeys(1);
+    let mut c = config(&w, &w.client, b"c");
+    c.resumption = Some(ResumptionConfig::new(client_keys.clone()));
+    let mut s = config(&w, &w.server, b"s");
+    s.resumption = Some(ResumptionConfig::new(rkeys(2)));
+    let fresh_client = || {
+        // Another instance of the client identity: same RID key, no cached
+        // client-side ticket, so only server-side resumption can happen.
+        let mut c2 = config(&w, &w.client, b"c2");
+        c2.resumption = Some(ResumptionConfig::new(client_keys.clone()));
+        c2
+    };
+    let strip = |m| {
+        let Msg::ClientInit(mut ci) = m else { panic!() };
+        assert_eq!(ci.accepted_rids, vec![vec![1u8; 16]]);
+        ci.accepted_rids.clear();
+        Msg::ClientInit(ci)
+    };
+    let replace = |m| {
+        let Msg::ClientInit(mut ci) = m else { panic!() };
+        ci.accepted_rids = vec![vec![9u8; 16]];
+        Msg::ClientInit(ci)
+    };
+    for (name, edit) in [
+        ("accepted_rids stripped", &strip as &dyn Fn(Msg) -> Msg),
+        ("accepted_rids replaced", &replace),
+    ] {
+        // A full handshake stores a server-side ticket under the client's RID.
+        run(c.clone(), s.clone(), ClientOptions::default(), Delivery::Whole).unwrap();
+        let err = tampered_with(fresh_client(), s.clone(), 0, |m| reframe(edit(m))).unwrap_err();
+        assert_eq!(err, SF_MAC, "{name}");
+    }
+    // Untampered, the stored ticket resumes.
+    run(c.clone(), s.clone(), ClientOptions::default(), Delivery::Whole).unwrap();
+    let (co, so) = tampered_with(fresh_client(), s, 99, |_| unreachable!()).unwrap();
+    assert_eq!(co.resumption, Resumption::ServerTicket);
+    assert_records_interoperate(&co, &so);
+}
+
+#[test]
+fn mitm_editing_the_client_ticket_is_refused() {
+    let w = world();
+    let mut c = config(&w, &w.client, b"c");
+    c.resumption = Some(ResumptionConfig::new(rkeys(1)));
+    let mut s = config(&w, &w.server, b"s");
+    s.resumption = Some(ResumptionConfig::new(rkeys(2)));
+    let flip = |m| {
+        let Msg::ClientInit(mut ci) = m else { panic!() };
+        let t = ci.resumption.as_mut().expect("a ticket is offered");
+        let n = t.ticket.len();
+        t.ticket[n / 2] ^= 1;
+        Msg::ClientInit(ci)
+    };
+    let remove = |m| {
+        let Msg::ClientInit(mut ci) = m else { panic!() };
+        assert!(ci.resumption.take().is_some());
+        Msg::ClientInit(ci)
+    };
+    let rid = |m| {
+        let Msg::ClientInit(mut ci) = m else { panic!() };
+        let t = ci.resumption.as_mut().expect("a ticket is offered");
+        assert_eq!(t.rid, vec![2u8; 16], "sealed under the server's key");
+        t.rid = vec![3u8; 16];
+        Msg::ClientInit(ci)
+    };
+    for (name, edit) in [
+        ("ticket byte flipped", &flip as &dyn Fn(Msg) -> Msg),
+        ("ticket removed", &remove),
+        ("ticket RID changed", &rid),
+    ] {
+        // A full handshake leaves a client-side ticket in the client's cache.
+        run(c.clone(), s.clone(), ClientOptions::default(), Delivery::Whole).unwrap();
+        let err = tampered_with(c.clone(), s.clone(), 0, |m| reframe(edit(m))).unwrap_err();
+        assert_eq!(err, SF_MAC, "{name}");
+    }
+    run(c.clone(), s.clone(), ClientOptions::default(), Delivery::Whole).unwrap();
+    let (co, so) = tampered_with(c, s, 99, |_| unreachable!()).unwrap();
+    assert_eq!(co.resumption, Resumption::ClientTicket);
+    assert_records_interoperate(&co, &so);
+}
+
+#[test]
+fn mitm_changing_the_application_protocol_is_refused() {
+    let w = world();
+    let mut c = config(&w, &w.client, b"c");
+    c.application_protocols = vec!["grpc".into(), "grpc-exp".into()];
+    let mut s = config(&w, &w.server, b"s");
+    s.application_protocols = vec!["grpc".into(), "grpc-exp".into()];
+    let to = |name: &'static str| {
+        move |m| {
+            let Msg::ServerInit(mut si) = m else { panic!() };
+            assert_eq!(si.application_protocol, "grpc");
+            si.application_protocol = name.into();
+            Msg::ServerInit(si)
+        }
+    };
+    // Another protocol the client offered: the transcript differs.
+    refused_only_when_tampered("application protocol changed", &c, &s, 1, to("grpc-exp"), SF_MAC);
+    // One the client never offered: refused before any MAC.
+    refused_only_when_tampered(
+        "application protocol not offered",
+        &c,
+        &s,
+        1,
+        to("h2"),
+        (
+            "client",
+            HandshakeError::NotOffered {
+                what: "application protocol",
+                chosen: "h2".into(),
+            },
+        ),
+    );
 }
 
 #[test]
@@ -1208,13 +1473,31 @@ mod no_panic {
 #[test]
 fn full_handshake_wire_known_answer() {
     let w = world();
-    let mut client = ClientHandshake::new(
-        Arc::new(config(&w, &w.client, b"c")),
-        ClientOptions::default(),
-        NOW,
-    )
-    .unwrap();
-    let mut server = ServerHandshake::new(Arc::new(config(&w, &w.server, b"s")), NOW);
+    let got = wire_known_answer(config(&w, &w.client, b"c"), config(&w, &w.server, b"s"));
+    assert_eq!(
+        (got.0, got.1.as_str(), got.2.as_str()),
+        WIRE_KAT,
+        "the handshake wire format or key schedule changed: {got:?}"
+    );
+    // The record-protocol list from before integrity-only needed a boundary
+    // gives the very bytes it gave then: an empty boundary is not encoded.
+    let legacy = |who: &Issued, seed: &[u8]| {
+        let mut c = config(&w, who, seed);
+        c.record_protocols = RecordProtocol::ALL.to_vec();
+        c.insecure_allow_integrity_only_without_boundary = true;
+        c
+    };
+    let got = wire_known_answer(legacy(&w.client, b"c"), legacy(&w.server, b"s"));
+    assert_eq!(
+        (got.0, got.1.as_str(), got.2.as_str()),
+        LEGACY_LIST_WIRE_KAT,
+        "the handshake wire format or key schedule changed: {got:?}"
+    );
+}
+
+fn wire_known_answer(c: HandshakeConfig, s: HandshakeConfig) -> (usize, String, String) {
+    let mut client = ClientHandshake::new(Arc::new(c), ClientOptions::default(), NOW).unwrap();
+    let mut server = ServerHandshake::new(Arc::new(s), NOW);
     let mut wire = Vec::new();
     let mut ci = Vec::new();
     client.poll_output(&mut ci);
@@ -1232,19 +1515,23 @@ fn full_handshake_wire_known_answer() {
     let s = server.take_outcome().unwrap();
     assert_eq!(&c.key_data[..], &s.key_data[..]);
     let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
-    let got = (
+    (
         wire.len(),
         hex(&alts_core::crypto::sha256(&wire)),
         hex(&c.key_data),
-    );
-    assert_eq!(
-        (got.0, got.1.as_str(), got.2.as_str()),
-        WIRE_KAT,
-        "the handshake wire format or key schedule changed: {got:?}"
-    );
+    )
 }
 
+/// The default configuration (no integrity-only protocol offered).
 const WIRE_KAT: (usize, &str, &str) = (
+    1192,
+    "37c254487d5582ae6ac8bb11eefbe9f5825c4fd6152b36573add2656f7ad722b",
+    "1f5914127056dc892f4559eb1804f42718fd5f6db6c791d550d104887a3cd740e873f1f8999d320425d5b7e1",
+);
+
+/// The earlier default list (`ALTSRP_GMAC_AES128_REKEY` offered last): the
+/// same bytes as before boundaries existed.
+const LEGACY_LIST_WIRE_KAT: (usize, &str, &str) = (
     1218,
     "177bdd397d031859546a0a82bc2b10d8c1be02de849daef89ce748db870c60b4",
     "734c1372192f9a378b327928756dbb12ba02c64ef0519c00e2e9f948fdd0de99c462b54ed703e9eca7eabe46",

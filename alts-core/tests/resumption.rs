@@ -502,17 +502,16 @@ fn version_1_tickets_fall_back_to_a_full_handshake() {
     let cache = c.resumption.as_ref().unwrap().client_cache.clone();
     let mut t = cache.take("", NOW).unwrap();
     let key = ResumptionKey::new([2; 16], &[2; 32]);
-    let contents = TicketContents {
-        version: 1,
-        peer_identity: VICTIM.into(),
-        peer_category: 3,
-        peer_issuer: "scheduler".into(),
-        local_identity: SERVER.into(),
-        resumption_secret: t.secret.as_bytes().to_vec(),
-        expires_at: NOW.plus(3600).secs(),
-        record_protocol: "ALTSRP_GCM_AES128_REKEY".into(),
-        ..Default::default()
-    };
+    // TicketContents zeroizes on drop, so no struct-update syntax.
+    let mut contents = TicketContents::default();
+    contents.version = 1;
+    contents.peer_identity = VICTIM.into();
+    contents.peer_category = 3;
+    contents.peer_issuer = "scheduler".into();
+    contents.local_identity = SERVER.into();
+    contents.resumption_secret = t.secret.as_bytes().to_vec();
+    contents.expires_at = NOW.plus(3600).secs();
+    contents.record_protocol = "ALTSRP_GCM_AES128_REKEY".into();
     t.ticket = key
         .seal(&contents, &alts_core::crypto::DeterministicRandom::new(b"v1"))
         .unwrap();

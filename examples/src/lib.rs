@@ -166,7 +166,8 @@ impl Pki {
     }
 
     /// Issues a principal and handshake certificate for `identity`, valid for
-    /// `valid_secs` from now, into `dir/<name>`.
+    /// `valid_secs` from now (the handshake certificate at most 7 days, the
+    /// longest lifetime peers accept by default), into `dir/<name>`.
     pub fn issue(
         &mut self,
         name: &str,
@@ -177,6 +178,12 @@ impl Pki {
     ) -> anyhow::Result<IssuedDir> {
         let now = now();
         let validity = Some((now.plus(-60), now.plus(valid_secs)));
+        // Handshake certificates are short-lived: peers refuse lifetimes
+        // above 7 days by default.
+        let handshake_validity = Some((
+            now.plus(-60),
+            now.plus(valid_secs.min(alts_core::verify::DEFAULT_MAX_HANDSHAKE_CERT_LIFETIME_SECS - 60)),
+        ));
         let principal_key = SigningKey::generate(&self.rng)?;
         let principal_revocation_id = cert::revocation_id(category.revocation_byte(), self.next_serial)?;
         let handshake_revocation_id = cert::revocation_id(category.revocation_byte(), self.next_serial + 1)?;
@@ -206,7 +213,7 @@ impl Pki {
                     .iter()
                     .map(|s| s.to_string())
                     .collect(),
-                validity,
+                validity: handshake_validity,
                 revocation_id: handshake_revocation_id,
             },
         )?;

@@ -263,13 +263,52 @@ async fn pfs_end_to_end() {
     assert!(peer.pfs);
 }
 
+/// Integrity-only records only between peers of one boundary: both sides
+/// offer `ALTSRP_GMAC_AES128_REKEY` (the client first) and name a boundary.
+/// `AltsConfig` has no boundary setter yet, hence the generic `with`.
+#[allow(deprecated)]
+fn gmac_in(boundary: &'static str) -> impl FnOnce(tonic_alts::AltsConfig) -> tonic_alts::AltsConfig {
+    move |c| {
+        c.with(|h| {
+            h.record_protocols = vec![RecordProtocol::GmacAes128Rekey, RecordProtocol::GcmAes128Rekey];
+            h.boundary = Some(boundary.to_owned());
+        })
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn integrity_only_record_protocol_end_to_end() {
-    let peer = one_call_with(|c| c.record_protocols([RecordProtocol::GmacAes128Rekey]), |s| s).await;
+    let peer = one_call_with(gmac_in("cell-a"), gmac_in("cell-a")).await;
     assert_eq!(peer.record_protocol, RecordProtocol::GmacAes128Rekey);
     assert_eq!(peer.security_level, SecurityLevel::IntegrityOnly);
     let peer = one_call_with(|c| c.record_protocols([RecordProtocol::GcmAes128]), |s| s).await;
     assert_eq!(peer.record_protocol, RecordProtocol::GcmAes128);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn integrity_only_outside_a_shared_boundary_gets_encryption() {
+    // Different boundaries: the server picks the next protocol, which encrypts.
+    let peer = one_call_with(gmac_in("cell-a"), gmac_in("cell-b")).await;
+    assert_eq!(peer.record_protocol, RecordProtocol::GcmAes128Rekey);
+    assert_eq!(peer.security_level, SecurityLevel::IntegrityAndPrivacy);
+    // A server with the default settings never chooses integrity-only.
+    let peer = one_call_with(gmac_in("cell-a"), |s| s).await;
+    assert_eq!(peer.record_protocol, RecordProtocol::GcmAes128Rekey);
+    // A server requiring privacy never chooses it, even inside the boundary.
+    #[allow(deprecated)] // no `min_security_level` setter on `AltsConfig` yet
+    let peer = one_call_with(gmac_in("cell-a"), |s| {
+        gmac_in("cell-a")(s).with(|h| h.min_security_level = SecurityLevel::IntegrityAndPrivacy)
+    })
+    .await;
+    assert_eq!(peer.record_protocol, RecordProtocol::GcmAes128Rekey);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn configured_max_frame_size_end_to_end() {
+    // The server accepts frames of at most 8 KiB; the client sends them that
+    // big (and the server's record layer enforces it), 1 MiB messages pass.
+    let peer = one_call_with(|c| c, |s| s.max_frame_size(8192)).await;
+    assert_eq!(peer.identity, "frontend-prod");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use alts_core::cert::Category;
 use alts_core::handshake::{ClientHandshake, ServerHandshake};
-use alts_core::testing::{Delivery, NOW, drive};
+use alts_core::testing::{Delivery, drive};
 use tonic::Code;
 use tonic::service::Interceptor;
 use tonic_alts::AltsPeer;
@@ -25,8 +25,8 @@ fn peer(identity: &str, category: Category) -> AltsPeer {
     static BASE: OnceLock<AltsPeer> = OnceLock::new();
     let base = BASE.get_or_init(|| {
         let (c, s) = common::configs();
-        let mut client = ClientHandshake::new(c, Default::default(), NOW).expect("client");
-        let mut server = ServerHandshake::new(s, NOW);
+        let mut client = ClientHandshake::new(c, Default::default(), common::now()).expect("client");
+        let mut server = ServerHandshake::new(s, common::now());
         let (_, outcome) = drive(&mut client, &mut server, Delivery::Whole).expect("handshake");
         AltsPeer::from_outcome(&outcome)
     });

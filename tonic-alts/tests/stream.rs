@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use alts_core::handshake::{ClientHandshake, ClientOptions, HandshakeOutcome, ServerHandshake};
 use alts_core::record::{Opener, Sealer};
-use alts_core::testing::{Delivery, NOW, drive};
+use alts_core::testing::{Delivery, drive};
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
 use tonic_alts::{AltsPeer, AltsStream, client_handshake, server_handshake};
@@ -21,8 +21,8 @@ use common::configs;
 /// Both outcomes of an in-memory handshake.
 fn outcomes() -> (HandshakeOutcome, HandshakeOutcome) {
     let (c, s) = configs();
-    let mut client = ClientHandshake::new(c, ClientOptions::default(), NOW).unwrap();
-    let mut server = ServerHandshake::new(s, NOW);
+    let mut client = ClientHandshake::new(c, ClientOptions::default(), common::now()).unwrap();
+    let mut server = ServerHandshake::new(s, common::now());
     drive(&mut client, &mut server, Delivery::Whole).unwrap()
 }
 

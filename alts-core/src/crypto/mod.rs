@@ -329,13 +329,17 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
 }
 
 /// A deterministic random source for tests: HMAC-SHA256 in counter mode over a
-/// seed. Never use it outside tests.
+/// seed. Never use it outside tests: only built with the `test-util`
+/// feature (and in this crate's own tests), so a production build cannot
+/// pick it up by mistake.
+#[cfg(any(test, feature = "test-util"))]
 #[derive(Debug)]
 pub struct DeterministicRandom {
     key: ring::hmac::Key,
     counter: std::sync::atomic::AtomicU64,
 }
 
+#[cfg(any(test, feature = "test-util"))]
 impl DeterministicRandom {
     /// A generator whose output depends only on `seed`.
     pub fn new(seed: &[u8]) -> Self {
@@ -346,6 +350,7 @@ impl DeterministicRandom {
     }
 }
 
+#[cfg(any(test, feature = "test-util"))]
 impl SecureRandom for DeterministicRandom {
     fn fill(&self, dest: &mut [u8]) -> Result<(), CryptoError> {
         for chunk in dest.chunks_mut(32) {

@@ -10,8 +10,9 @@ use zeroize::Zeroizing;
 use super::key_schedule::{self, Secrets, Transcript};
 use super::messages;
 use super::{
-    ClientOptions, Core, HandshakeConfig, HandshakeError, HandshakeOutcome, Machine, Phase, Resumption,
-    ResumptionConfig, RpcVersion, RpcVersions, ephemeral_group, negotiated_frame_size, random_nonce,
+    ClientOptions, Core, HandshakeConfig, HandshakeError, HandshakeOutcome, Machine, PeerLists, Phase,
+    Resumption, ResumptionConfig, RpcVersion, RpcVersions, cipher_refusal, negotiated_frame_size,
+    own_boundary, random_nonce, record_protocol_refusal,
 };
 use crate::UnixTime;
 use crate::crypto::{CryptoError, StaticKeyPair};
@@ -76,6 +77,26 @@ impl ClientHandshake {
         } else {
             None
         };
+        let boundary = own_boundary(c)?;
+        // Offer only what our certificate lists too, at or above our minimum
+        // level, integrity-only only with a boundary of our own (the server's
+        // choice is checked against the same rules).
+        let ours_only = PeerLists {
+            handshake_ciphers: None,
+            record_protocols: None,
+        };
+        let handshake_ciphers: Vec<String> = c
+            .handshake_ciphers
+            .iter()
+            .filter(|n| cipher_refusal(c, n, ours_only).is_none())
+            .cloned()
+            .collect();
+        let record_protocols: Vec<String> = c
+            .record_protocols
+            .iter()
+            .filter(|p| record_protocol_refusal(c, **p, boundary.as_str(), ours_only).is_none())
+            .map(|p| p.name().to_owned())
+            .collect();
         let resumption = c.resumption.as_ref().filter(|_| !kci);
         let cache_key = options.cache_key();
         let offered_ticket = resumption.and_then(|r| usable_cached_ticket(c, r, &options, &cache_key, now));
@@ -87,8 +108,8 @@ impl ClientHandshake {
         let ci = ClientInit {
             version: 1,
             handshake_cert: c.credentials.cert_bytes().to_vec(),
-            handshake_ciphers: c.handshake_ciphers.clone(),
-            record_protocols: c.record_protocols.iter().map(|p| p.name().to_owned()).collect(),
+            handshake_ciphers,
+            record_protocols,
             nonce: random_nonce(&c.provider)?.to_vec(),
             resumption: offered_ticket.as_ref().map(|t| ResumptionTicket {
                 rid: t.rid.clone(),
@@ -104,6 +125,7 @@ impl ClientHandshake {
             accepted_rids: accepted_rids.clone(),
             kci_resistant: kci,
             pfs: ephemeral.is_some(),
+            boundary,
         };
         let framed = messages::frame(Msg::ClientInit(ci));
         let mut transcript = Transcript::new();
@@ -145,9 +167,9 @@ impl ClientHandshake {
         };
         messages::check_server_init(&si)?;
         let c = &self.config;
-        if !c.handshake_ciphers.contains(&si.handshake_cipher)
-            || ephemeral_group(&si.handshake_cipher).is_none()
-        {
+        // The server's choices must be among what we offered; whether they
+        // are allowed with this server is checked once it is verified.
+        if !c.handshake_ciphers.contains(&si.handshake_cipher) {
             return Err(HandshakeError::NotOffered {
                 what: "handshake cipher",
                 chosen: si.handshake_cipher,
@@ -181,10 +203,6 @@ impl ClientHandshake {
             (Some(_), None) if c.require_pfs => return Err(HandshakeError::PfsRequired),
             _ => {}
         }
-        let ee = match (&st.ephemeral, peer_share) {
-            (Some(e), Some(p)) => Some(e.agree(p)?),
-            _ => None,
-        };
         let mode =
             ResumptionMode::try_from(si.resumed).map_err(|_| HandshakeError::Malformed("resumption mode"))?;
         if kci && mode != ResumptionMode::NotResumed {
@@ -248,6 +266,25 @@ impl ClientHandshake {
         }
         self.check_target(&peer)?;
         let trust = resumed_trust.unwrap_or_else(|| ChainTrust::verified_now(&c.verifier, self.now));
+        let lists = PeerLists::of(&peer, resumption.resumed());
+        if let Some(reason) = cipher_refusal(c, &si.handshake_cipher, lists) {
+            return Err(HandshakeError::NotAllowed {
+                what: "handshake cipher",
+                chosen: si.handshake_cipher,
+                reason,
+            });
+        }
+        if let Some(reason) = record_protocol_refusal(c, record_protocol, &si.boundary, lists) {
+            return Err(HandshakeError::NotAllowed {
+                what: "record protocol",
+                chosen: si.record_protocol,
+                reason,
+            });
+        }
+        let ee = match (&st.ephemeral, peer_share) {
+            (Some(e), Some(p)) => Some(e.agree(p)?),
+            _ => None,
+        };
 
         let mut ikm = ikm_first;
         if let Some(ee) = &ee {
@@ -383,6 +420,7 @@ impl ClientHandshake {
             rpc_version: st.rpc_version,
             peer_rpc_versions: st.peer_rpc_versions,
             max_frame_size: st.max_frame_size,
+            local_max_frame_size: c.max_frame_size,
             resumption: st.resumption,
             pfs: st.pfs,
             kci_resistant: kci,

@@ -138,6 +138,9 @@ pub(crate) fn check_client_init(ci: &ClientInit) -> Result<(), HandshakeError> {
     check_names(&ci.handshake_ciphers, "handshake cipher list")?;
     check_names(&ci.record_protocols, "record protocol list")?;
     check_names(&ci.application_protocols, "application protocol list")?;
+    if ci.boundary.len() > MAX_NAME {
+        return Err(HandshakeError::Malformed("boundary"));
+    }
     if ci.ephemeral_share.len() > MAX_SHARE {
         return Err(HandshakeError::Malformed("ephemeral share"));
     }
@@ -159,6 +162,9 @@ pub(crate) fn check_server_init(si: &ServerInit) -> Result<(), HandshakeError> {
     }
     if si.nonce.len() != NONCE_LEN {
         return Err(HandshakeError::Malformed("server nonce"));
+    }
+    if si.boundary.len() > MAX_NAME {
+        return Err(HandshakeError::Malformed("boundary"));
     }
     if si.ephemeral_share.len() > MAX_SHARE {
         return Err(HandshakeError::Malformed("ephemeral share"));

@@ -44,7 +44,7 @@ pub use server::ServerHandshake;
 use crate::UnixTime;
 use crate::cert::{CertError, LocalCredentials};
 use crate::crypto::{CryptoError, CryptoProvider};
-use crate::record::{self, RecordConfig, RecordProtocol, Side};
+use crate::record::{self, RecordConfig, RecordProtocol, SecurityLevel, Side};
 use crate::resumption::{
     ChainTrust, ClientSessionCache, ReplayGuard, ResumptionKeys, ServerTicketStore, TicketError,
 };
@@ -121,6 +121,23 @@ pub enum HandshakeError {
         /// The server's choice.
         chosen: String,
     },
+    /// The server chose a handshake cipher or record protocol the client
+    /// offered but may not use in this handshake (outside a certificate's
+    /// list, below the minimum security level, or integrity-only outside a
+    /// shared boundary).
+    #[error("server chose {what} {chosen:?}, which is not allowed here: {reason}")]
+    NotAllowed {
+        /// Which negotiated item.
+        what: &'static str,
+        /// The server's choice.
+        chosen: String,
+        /// Which rule refuses it.
+        reason: &'static str,
+    },
+    /// Our own configuration is unusable (e.g. a boundary label outside the
+    /// name grammar).
+    #[error("invalid local configuration: {0}")]
+    InvalidConfig(&'static str),
     /// Forward secrecy (ephemeral keys) was required but not provided.
     #[error("perfect forward secrecy required but the peer sent no ephemeral key share")]
     PfsRequired,
@@ -209,6 +226,7 @@ impl HandshakeError {
             | Self::NoCommonApplicationProtocol { .. }
             | Self::NoCommonRpcVersion
             | Self::NotOffered { .. }
+            | Self::NotAllowed { .. }
             | Self::PfsRequired
             | Self::KciRequired => AlertCode::NoCommonParameters,
             Self::TargetIdentityMismatch { .. } | Self::ClientRefused { .. } => AlertCode::NotAuthorized,
@@ -216,9 +234,11 @@ impl HandshakeError {
                 AlertCode::VerificationFailed
             }
             Self::PeerRefused { code, .. } => *code,
-            Self::LocalCredentials(_) | Self::Crypto(_) | Self::AlreadyComplete | Self::PeerAlert(_) => {
-                AlertCode::Internal
-            }
+            Self::LocalCredentials(_)
+            | Self::InvalidConfig(_)
+            | Self::Crypto(_)
+            | Self::AlreadyComplete
+            | Self::PeerAlert(_) => AlertCode::Internal,
         }
     }
 
@@ -381,14 +401,37 @@ pub struct HandshakeConfig {
     pub provider: CryptoProvider,
     /// Handshake ciphers in preference order.
     pub handshake_ciphers: Vec<String>,
-    /// Record protocols in preference order.
+    /// Record protocols in preference order. Only those also listed in our
+    /// own handshake certificate are offered or chosen; the peer's
+    /// certificate restricts the choice further in a full handshake.
     pub record_protocols: Vec<RecordProtocol>,
     /// Application protocols in preference order.
     pub application_protocols: Vec<String>,
     /// Supported RPC versions.
     pub rpc_versions: RpcVersions,
-    /// Largest record frame we accept (advertised to the peer).
+    /// Largest record frame we accept, as the whole frame on the wire
+    /// (length field included), advertised to the peer and enforced by the
+    /// record layer that [`HandshakeOutcome::record_config`] configures.
+    /// 0 advertises nothing (the peer then sends 4 KiB frames). The enforced
+    /// limit is never below [`MIN_RECV_FRAME_SIZE`] (the frame size any peer
+    /// may send) nor above [`record::MAX_FRAME_LIMIT`] + 4.
     pub max_frame_size: u32,
+    /// The lowest record-protocol security level we accept (default
+    /// [`SecurityLevel::IntegrityOnly`]: integrity-only protocols are still
+    /// limited to peers in our [`boundary`](Self::boundary)).
+    /// [`SecurityLevel::IntegrityAndPrivacy`] refuses integrity-only
+    /// protocols outright.
+    pub min_security_level: SecurityLevel,
+    /// A label naming the security boundary (e.g. a cell) this party is in.
+    /// Sent in the handshake (transcript-bound). An integrity-only record
+    /// protocol is negotiated only when both sides set a boundary and the two
+    /// labels are equal; otherwise the server picks the next protocol that
+    /// encrypts. Same grammar as identities ([`crate::cert::check_identity`]).
+    pub boundary: Option<String>,
+    /// INSECURE, restores the behaviour before boundaries: lets an
+    /// integrity-only record protocol be negotiated with peers outside our
+    /// boundary (or without any). Both sides must set it. Off by default.
+    pub insecure_allow_integrity_only_without_boundary: bool,
     /// Offer (client) / answer with (server) ephemeral keys.
     pub pfs: bool,
     /// Refuse peers that do not use ephemeral keys.
@@ -402,8 +445,11 @@ pub struct HandshakeConfig {
 }
 
 impl HandshakeConfig {
-    /// A configuration with the defaults: preferred record protocol
-    /// `ALTSRP_GCM_AES128_REKEY`, no PFS, no KCI variant, no resumption.
+    /// A configuration with the defaults: record protocols
+    /// `ALTSRP_GCM_AES128_REKEY` then `ALTSRP_GCM_AES128` (the integrity-only
+    /// `ALTSRP_GMAC_AES128_REKEY` is not offered unless added, and then only
+    /// used inside a shared [`boundary`](Self::boundary)), no boundary, no
+    /// PFS, no KCI variant, no resumption, 1 MiB frames.
     pub fn new(
         credentials: Arc<LocalCredentials>,
         verifier: Arc<Verifier>,
@@ -414,14 +460,13 @@ impl HandshakeConfig {
             verifier,
             provider,
             handshake_ciphers: vec![HS_X25519_HKDF_SHA256.to_owned()],
-            record_protocols: vec![
-                RecordProtocol::GcmAes128Rekey,
-                RecordProtocol::GcmAes128,
-                RecordProtocol::GmacAes128Rekey,
-            ],
+            record_protocols: vec![RecordProtocol::GcmAes128Rekey, RecordProtocol::GcmAes128],
             application_protocols: vec!["grpc".to_owned()],
             rpc_versions: RpcVersions::default(),
             max_frame_size: record::DEFAULT_MAX_RECV_FRAME as u32,
+            min_security_level: SecurityLevel::IntegrityOnly,
+            boundary: None,
+            insecure_allow_integrity_only_without_boundary: false,
             pfs: false,
             require_pfs: false,
             kci_resistant: false,
@@ -437,6 +482,13 @@ impl fmt::Debug for HandshakeConfig {
             .field("identity", &self.credentials.identity())
             .field("handshake_ciphers", &self.handshake_ciphers)
             .field("record_protocols", &self.record_protocols)
+            .field("max_frame_size", &self.max_frame_size)
+            .field("min_security_level", &self.min_security_level)
+            .field("boundary", &self.boundary)
+            .field(
+                "insecure_allow_integrity_only_without_boundary",
+                &self.insecure_allow_integrity_only_without_boundary,
+            )
             .field("pfs", &self.pfs)
             .field("kci_resistant", &self.kci_resistant)
             .field("resumption", &self.resumption.is_some())
@@ -506,6 +558,10 @@ pub struct HandshakeOutcome {
     pub peer_rpc_versions: RpcVersions,
     /// Largest frame both sides accept (send frames at most this big).
     pub max_frame_size: u32,
+    /// The largest frame we advertised (our configured
+    /// [`HandshakeConfig::max_frame_size`]): the receive limit of the record
+    /// layer built with [`HandshakeOutcome::record_config`].
+    pub local_max_frame_size: u32,
     /// Resumption result.
     pub resumption: Resumption,
     /// Ephemeral keys were mixed in.
@@ -525,13 +581,17 @@ impl HandshakeOutcome {
         record::new_record_layer(self.record_protocol, &self.key_data, self.side, config)
     }
 
-    /// A record configuration using the negotiated frame size.
+    /// A record configuration for this connection: frames we send are at
+    /// most the negotiated size (between 4 KiB and 1 MiB), and frames we
+    /// receive are refused when larger than the size we advertised
+    /// ([`HandshakeOutcome::local_max_frame_size`], see
+    /// [`HandshakeConfig::max_frame_size`] for its bounds).
     pub fn record_config(&self) -> RecordConfig {
         let send =
             (self.max_frame_size as usize).clamp(record::DEFAULT_SEND_FRAME, record::DEFAULT_MAX_RECV_FRAME);
         RecordConfig {
             send_frame_size: send,
-            ..RecordConfig::default()
+            max_recv_frame: recv_length_limit(self.local_max_frame_size),
         }
     }
 }
@@ -651,8 +711,127 @@ pub trait Handshake: Send {
     fn take_outcome(&mut self) -> Option<HandshakeOutcome>;
 }
 
+/// The smallest receive limit a configured [`HandshakeConfig::max_frame_size`]
+/// gives (4 KiB, whole frame): every peer may send frames of this size, since
+/// it is what a peer that advertises nothing gets.
+pub const MIN_RECV_FRAME_SIZE: u32 = record::DEFAULT_SEND_FRAME as u32;
+
+/// Size of a record frame's length field (not counted by the field itself).
+const FRAME_LENGTH_FIELD: usize = 4;
+
+/// The record layer's limit on the `length` field of received frames for an
+/// advertised whole-frame maximum `advertised` (0: nothing advertised).
+fn recv_length_limit(advertised: u32) -> usize {
+    let frame = if advertised == 0 {
+        record::DEFAULT_SEND_FRAME
+    } else {
+        advertised as usize
+    };
+    let frame = frame.clamp(
+        MIN_RECV_FRAME_SIZE as usize,
+        record::MAX_FRAME_LIMIT + FRAME_LENGTH_FIELD,
+    );
+    frame - FRAME_LENGTH_FIELD
+}
+
 fn first_common(prefs: &[String], supported: impl Fn(&str) -> bool) -> Option<&String> {
     prefs.iter().find(|p| supported(p))
+}
+
+/// What the peer's handshake certificate allows, when it was verified in
+/// this handshake. A resumed handshake has no certificate (the ticket carries
+/// the identity summary only), so only our own lists apply there.
+#[derive(Clone, Copy)]
+pub(crate) struct PeerLists<'a> {
+    pub(crate) handshake_ciphers: Option<&'a [String]>,
+    pub(crate) record_protocols: Option<&'a [String]>,
+}
+
+impl<'a> PeerLists<'a> {
+    /// The lists of a peer verified from its certificate, or none when
+    /// `resumed`.
+    pub(crate) fn of(peer: &'a VerifiedPeer, resumed: bool) -> Self {
+        if resumed {
+            Self {
+                handshake_ciphers: None,
+                record_protocols: None,
+            }
+        } else {
+            Self {
+                handshake_ciphers: Some(&peer.handshake_ciphers),
+                record_protocols: Some(&peer.record_protocols),
+            }
+        }
+    }
+}
+
+fn listed(list: &[String], name: &str) -> bool {
+    list.iter().any(|n| n == name)
+}
+
+/// Why `cipher` may not be used in this handshake, or `None` when it may:
+/// it must be in our configuration, our certificate and (in a full
+/// handshake) the peer's certificate, with a known key-agreement group.
+pub(crate) fn cipher_refusal(c: &HandshakeConfig, cipher: &str, peer: PeerLists<'_>) -> Option<&'static str> {
+    if !listed(&c.handshake_ciphers, cipher) {
+        return Some("not in our configuration");
+    }
+    if ephemeral_group(cipher).is_none() {
+        return Some("not supported");
+    }
+    if !listed(c.credentials.handshake_ciphers(), cipher) {
+        return Some("not in our certificate");
+    }
+    if peer.handshake_ciphers.is_some_and(|l| !listed(l, cipher)) {
+        return Some("not in the peer's certificate");
+    }
+    None
+}
+
+/// Why `protocol` may not be used in this handshake, or `None` when it may:
+/// it must be in our configuration, our certificate and (in a full
+/// handshake) the peer's certificate, meet our minimum security level, and
+/// an integrity-only protocol needs both sides in the same boundary.
+pub(crate) fn record_protocol_refusal(
+    c: &HandshakeConfig,
+    protocol: RecordProtocol,
+    peer_boundary: &str,
+    peer: PeerLists<'_>,
+) -> Option<&'static str> {
+    if !c.record_protocols.contains(&protocol) {
+        return Some("not in our configuration");
+    }
+    if !listed(c.credentials.record_protocols(), protocol.name()) {
+        return Some("not in our certificate");
+    }
+    if peer.record_protocols.is_some_and(|l| !listed(l, protocol.name())) {
+        return Some("not in the peer's certificate");
+    }
+    let level = protocol.security_level();
+    if level < c.min_security_level {
+        return Some("below our minimum security level");
+    }
+    if level == SecurityLevel::IntegrityOnly && !c.insecure_allow_integrity_only_without_boundary {
+        let shared = c
+            .boundary
+            .as_deref()
+            .is_some_and(|ours| !ours.is_empty() && ours == peer_boundary);
+        if !shared {
+            return Some("integrity-only outside a shared boundary");
+        }
+    }
+    None
+}
+
+/// Our boundary label as sent (empty: none), checked against the grammar.
+pub(crate) fn own_boundary(c: &HandshakeConfig) -> Result<String, HandshakeError> {
+    match &c.boundary {
+        None => Ok(String::new()),
+        Some(b) => {
+            crate::cert::check_identity(b).map_err(|_| HandshakeError::InvalidConfig("boundary label"))?;
+            Ok(b.clone())
+        }
+    }
 }
 
 fn negotiated_frame_size(ours: u32, peer: u32) -> u32 {

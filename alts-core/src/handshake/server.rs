@@ -11,8 +11,9 @@ use zeroize::Zeroizing;
 use super::key_schedule::{self, Secrets, Transcript};
 use super::messages;
 use super::{
-    Core, HandshakeConfig, HandshakeError, HandshakeOutcome, Machine, Phase, Resumption, ResumptionConfig,
-    RpcVersion, RpcVersions, ephemeral_group, first_common, negotiated_frame_size, random_nonce,
+    Core, HandshakeConfig, HandshakeError, HandshakeOutcome, Machine, PeerLists, Phase, Resumption,
+    ResumptionConfig, RpcVersion, RpcVersions, cipher_refusal, first_common, negotiated_frame_size,
+    own_boundary, random_nonce, record_protocol_refusal,
 };
 use crate::UnixTime;
 use crate::crypto::{CryptoError, StaticKeyPair};
@@ -195,21 +196,8 @@ impl ServerHandshake {
         };
         messages::check_client_init(&ci)?;
         let c = Arc::clone(&self.config);
-        let cipher = first_common(&ci.handshake_ciphers, |n| {
-            c.handshake_ciphers.iter().any(|o| o == n) && ephemeral_group(n).is_some()
-        })
-        .ok_or_else(|| HandshakeError::NoCommonCipher {
-            offered: ci.handshake_ciphers.clone(),
-        })?
-        .clone();
-        let record_protocol = ci
-            .record_protocols
-            .iter()
-            .filter_map(|n| RecordProtocol::from_name(n))
-            .find(|p| c.record_protocols.contains(p))
-            .ok_or_else(|| HandshakeError::NoCommonRecordProtocol {
-                offered: ci.record_protocols.clone(),
-            })?;
+        let boundary = own_boundary(&c)?;
+        // Everything that does not depend on the peer's certificate first.
         let application_protocol = if ci.application_protocols.is_empty() {
             c.application_protocols.first().cloned().unwrap_or_default()
         } else {
@@ -241,15 +229,11 @@ impl ServerHandshake {
                 HandshakeError::PfsRequired
             });
         }
-        let ephemeral = match peer_share {
-            Some(_) => Some(StaticKeyPair::generate(c.provider.random.as_ref())?),
-            None => None,
-        };
-        let ee = match (&ephemeral, peer_share) {
-            (Some(e), Some(p)) => Some(e.agree(p)?),
-            _ => None,
-        };
 
+        // Then the client: its ticket, or its certificate chain, verified
+        // (and admitted) before any key generation or key agreement. A
+        // server-side ticket is looked up under the identity the chain in
+        // ClientInit proved; that verification is reused below.
         let mut verified = None;
         let (mut resumed, resumption) = match self.try_resume(&ci, &mut verified) {
             Ok(Some(r)) => {
@@ -266,18 +250,49 @@ impl ServerHandshake {
                 (None, Resumption::Refused(reason))
             }
         };
-
         let (lease, resumed_trust) = match resumed.as_mut() {
             Some(r) => (r.lease.take(), Some(r.trust)),
             None => (None, None),
         };
-        let (peer, mut ikm, mode, server_ticket) = match resumed {
-            Some(r) => (r.peer, r.secret, r.mode, r.server_ticket),
+        let (peer, secret, mode, server_ticket) = match resumed {
+            Some(r) => (r.peer, Some(r.secret), r.mode, r.server_ticket),
             None => {
                 let peer = match verified.take() {
                     Some(checked) => checked?,
                     None => self.verify_client(&ci.handshake_cert)?,
                 };
+                (peer, None, ResumptionMode::NotResumed, None)
+            }
+        };
+
+        // Negotiation within our configuration, both certificates, our
+        // minimum security level and the boundary rule.
+        let lists = PeerLists::of(&peer, mode != ResumptionMode::NotResumed);
+        let cipher = first_common(&ci.handshake_ciphers, |n| cipher_refusal(&c, n, lists).is_none())
+            .ok_or_else(|| HandshakeError::NoCommonCipher {
+                offered: ci.handshake_ciphers.clone(),
+            })?
+            .clone();
+        let record_protocol = ci
+            .record_protocols
+            .iter()
+            .filter_map(|n| RecordProtocol::from_name(n))
+            .find(|p| record_protocol_refusal(&c, *p, &ci.boundary, lists).is_none())
+            .ok_or_else(|| HandshakeError::NoCommonRecordProtocol {
+                offered: ci.record_protocols.clone(),
+            })?;
+
+        let ephemeral = match peer_share {
+            Some(_) => Some(StaticKeyPair::generate(c.provider.random.as_ref())?),
+            None => None,
+        };
+        let ee = match (&ephemeral, peer_share) {
+            (Some(e), Some(p)) => Some(e.agree(p)?),
+            _ => None,
+        };
+        let mut ikm = match secret {
+            Some(secret) => secret,
+            None => {
                 let static_dh = c.credentials.static_agree(&peer.static_public_key)?;
                 let mut ikm = Zeroizing::new(static_dh.secret_bytes().to_vec());
                 if kci {
@@ -288,7 +303,7 @@ impl ServerHandshake {
                     ikm.extend_from_slice(c.credentials.key_pair().agree(p)?.secret_bytes());
                     ikm.extend_from_slice(e.agree(&peer.static_public_key)?.secret_bytes());
                 }
-                (peer, ikm, ResumptionMode::NotResumed, None)
+                ikm
             }
         };
         if let Some(ee) = &ee {
@@ -314,6 +329,7 @@ impl ServerHandshake {
             max_frame_size: c.max_frame_size,
             application_protocol: application_protocol.clone(),
             resumed: mode as i32,
+            boundary,
         };
         let si_framed = messages::frame(Msg::ServerInit(si));
         let mut transcript = Transcript::new();
@@ -365,6 +381,7 @@ impl ServerHandshake {
             rpc_version,
             peer_rpc_versions,
             max_frame_size,
+            local_max_frame_size: c.max_frame_size,
             resumption,
             pfs: ee.is_some(),
             kci_resistant: kci,

@@ -60,7 +60,8 @@ impl Side {
 }
 
 /// What a record protocol protects (the `grpc.gcp.SecurityLevel` values).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Ordered weakest first: `IntegrityOnly < IntegrityAndPrivacy`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SecurityLevel {
     /// Payload in clear, authenticated (GMAC).
     IntegrityOnly,
@@ -82,7 +83,8 @@ pub enum RecordProtocol {
     /// integrity only. Keys, nonces, counters and framing as
     /// [`RecordProtocol::GcmAes128Rekey`], but the payload travels in clear and
     /// the tag is the GCM tag over the payload as associated data with an
-    /// empty plaintext (GMAC).
+    /// empty plaintext (GMAC). Negotiated only inside a shared boundary (see
+    /// `HandshakeConfig::boundary`).
     GmacAes128Rekey,
 }
 
@@ -90,8 +92,9 @@ impl RecordProtocol {
     /// Every supported protocol in our preference order: privacy first
     /// (`ALTSRP_GCM_AES128_REKEY`, then legacy `ALTSRP_GCM_AES128`), and the
     /// integrity-only `ALTSRP_GMAC_AES128_REKEY` last, so it is only ever
-    /// chosen when a peer offers nothing else. Configurations that do not
-    /// want integrity-only records should leave it out of their offer.
+    /// chosen when a peer offers nothing else. The handshake's default
+    /// configuration does not offer it, and negotiates it only between peers
+    /// that configure the same boundary (`HandshakeConfig::boundary`).
     pub const ALL: [RecordProtocol; 3] = [
         RecordProtocol::GcmAes128Rekey,
         RecordProtocol::GcmAes128,
