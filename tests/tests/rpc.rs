@@ -266,13 +266,10 @@ async fn pfs_end_to_end() {
 /// Integrity-only records only between peers of one boundary: both sides
 /// offer `ALTSRP_GMAC_AES128_REKEY` (the client first) and name a boundary.
 /// `AltsConfig` has no boundary setter yet, hence the generic `with`.
-#[allow(deprecated)]
 fn gmac_in(boundary: &'static str) -> impl FnOnce(tonic_alts::AltsConfig) -> tonic_alts::AltsConfig {
     move |c| {
-        c.with(|h| {
-            h.record_protocols = vec![RecordProtocol::GmacAes128Rekey, RecordProtocol::GcmAes128Rekey];
-            h.boundary = Some(boundary.to_owned());
-        })
+        c.record_protocols([RecordProtocol::GmacAes128Rekey, RecordProtocol::GcmAes128Rekey])
+            .boundary(boundary)
     }
 }
 
@@ -295,9 +292,8 @@ async fn integrity_only_outside_a_shared_boundary_gets_encryption() {
     let peer = one_call_with(gmac_in("cell-a"), |s| s).await;
     assert_eq!(peer.record_protocol, RecordProtocol::GcmAes128Rekey);
     // A server requiring privacy never chooses it, even inside the boundary.
-    #[allow(deprecated)] // no `min_security_level` setter on `AltsConfig` yet
     let peer = one_call_with(gmac_in("cell-a"), |s| {
-        gmac_in("cell-a")(s).with(|h| h.min_security_level = SecurityLevel::IntegrityAndPrivacy)
+        gmac_in("cell-a")(s).min_security_level(SecurityLevel::IntegrityAndPrivacy)
     })
     .await;
     assert_eq!(peer.record_protocol, RecordProtocol::GcmAes128Rekey);

@@ -20,7 +20,7 @@ use alts_core::crl::RevocationList;
 use alts_core::crypto::{StaticKeyPair, X25519_LEN, default_provider};
 use alts_core::handshake::{ClientPredicate, HandshakeConfig, ResumptionConfig};
 use alts_core::policy::IssuancePolicy;
-use alts_core::record::RecordProtocol;
+use alts_core::record::{RecordProtocol, SecurityLevel};
 use alts_core::resumption::{ClientSessionCache, ResumptionKeys};
 
 use crate::keyring::KeyRing;
@@ -89,6 +89,9 @@ pub struct CredentialFiles {
     static_dh_cache: Option<usize>,
     crl_max_age: Option<Duration>,
     enforce_crl_max_age: bool,
+    max_handshake_cert_lifetime: Option<Duration>,
+    unbounded_handshake_certs: bool,
+    any_identity: bool,
 }
 
 impl CredentialFiles {
@@ -107,6 +110,9 @@ impl CredentialFiles {
             static_dh_cache: None,
             crl_max_age: None,
             enforce_crl_max_age: false,
+            max_handshake_cert_lifetime: None,
+            unbounded_handshake_certs: false,
+            any_identity: false,
         }
     }
 
@@ -175,6 +181,28 @@ impl CredentialFiles {
     /// of this identity, and picks up rotations on reload.
     pub fn resumption_key_ring(mut self, path: impl Into<PathBuf>) -> Self {
         self.key_ring = Some(path.into());
+        self
+    }
+
+    /// Longest handshake-certificate lifetime accepted from peers (default 7
+    /// days; certificates without expiry are refused).
+    pub fn max_handshake_cert_lifetime(mut self, max: Duration) -> Self {
+        self.max_handshake_cert_lifetime = Some(max);
+        self
+    }
+
+    /// INSECURE: accepts peer handshake certificates of any lifetime,
+    /// including ones that never expire.
+    pub fn allow_unbounded_handshake_certs(mut self) -> Self {
+        self.unbounded_handshake_certs = true;
+        self
+    }
+
+    /// INSECURE: accepts peer identities outside the identity grammar
+    /// (lower-case ASCII letters and digits, then `._@:-`, at most 128
+    /// bytes), including control, bidirectional and look-alike characters.
+    pub fn insecure_allow_any_identity(mut self) -> Self {
+        self.any_identity = true;
         self
     }
 
@@ -286,6 +314,16 @@ impl CredentialFiles {
         }
         if let Some(n) = self.chain_cache {
             verifier = verifier.with_cache_capacity(n);
+        }
+        if let Some(max) = self.max_handshake_cert_lifetime {
+            verifier =
+                verifier.with_max_handshake_cert_lifetime(i64::try_from(max.as_secs()).unwrap_or(i64::MAX));
+        }
+        if self.unbounded_handshake_certs {
+            verifier = verifier.allow_unbounded_handshake_certs();
+        }
+        if self.any_identity {
+            verifier = verifier.insecure_allow_any_identity();
         }
         Ok((Arc::new(creds), Arc::new(verifier)))
     }
@@ -415,8 +453,9 @@ struct Assembled {
 /// # Ok(()) }
 /// ```
 ///
-/// Defaults: record protocols `ALTSRP_GCM_AES128_REKEY`, `ALTSRP_GCM_AES128`,
-/// `ALTSRP_GMAC_AES128_REKEY` in that order; no forward secrecy (ALTS relies on
+/// Defaults: record protocols `ALTSRP_GCM_AES128_REKEY`, `ALTSRP_GCM_AES128`
+/// (integrity-only `ALTSRP_GMAC_AES128_REKEY` only between peers that share
+/// a [`boundary`](Self::boundary)); no forward secrecy (ALTS relies on
 /// short-lived handshake certificates instead; turn it on with
 /// [`pfs`](Self::pfs)); no resumption; a 10 s handshake timeout.
 #[derive(Clone)]
@@ -526,9 +565,33 @@ impl AltsConfig {
         self.edit(|c| c.kci_resistant = on)
     }
 
-    /// Largest record frame we accept, advertised to the peer.
+    /// Largest record frame we accept, advertised to the peer and enforced
+    /// on every received frame (at least 4 KiB; default 1 MiB).
     pub fn max_frame_size(self, bytes: u32) -> Self {
         self.edit(|c| c.max_frame_size = bytes)
+    }
+
+    /// A boundary label (e.g. a cell or cluster name). Integrity-only
+    /// records (`ALTSRP_GMAC_AES128_REKEY`, when listed in
+    /// [`record_protocols`](Self::record_protocols)) are used only when both
+    /// peers set the same label; otherwise authenticated encryption is
+    /// negotiated automatically. The label is bound into the handshake.
+    pub fn boundary(self, label: impl Into<String>) -> Self {
+        let label = label.into();
+        self.edit(|c| c.boundary = Some(label))
+    }
+
+    /// The weakest record protection accepted (default: integrity only,
+    /// within a shared boundary). `SecurityLevel::IntegrityAndPrivacy` never
+    /// negotiates integrity-only records.
+    pub fn min_security_level(self, level: SecurityLevel) -> Self {
+        self.edit(|c| c.min_security_level = level)
+    }
+
+    /// INSECURE: allows integrity-only records without a shared boundary
+    /// (both peers must set this).
+    pub fn insecure_allow_integrity_only_without_boundary(self, on: bool) -> Self {
+        self.edit(|c| c.insecure_allow_integrity_only_without_boundary = on)
     }
 
     /// Turns on session resumption with `keys` (in-memory ticket stores,

@@ -243,8 +243,18 @@ impl HandshakerServiceClient {
         let span =
             tracing::info_span!("alts_handshake_via_service", side = side_name, service = %self.target);
         let fut = async {
-            let (io, result, leftover) = self.exchange(io, start, read_first).await?;
-            let stream = into_stream(io, side, &result, leftover, self.rpc_versions)?;
+            let (io, mut result, leftover) = self.exchange(io, start, read_first).await?;
+            let stream = into_stream(
+                io,
+                side,
+                &result,
+                leftover,
+                self.rpc_versions,
+                self.max_frame_size,
+            );
+            // The session keys stay only in the record layer.
+            zeroize::Zeroize::zeroize(&mut result.key_data);
+            let stream = stream?;
             tracing::info!(
                 peer = %stream.peer().identity,
                 local = %stream.peer().local_identity,
@@ -467,6 +477,7 @@ fn into_stream<IO>(
     result: &HandshakerResult,
     leftover: BytesMut,
     ours: RpcVersions,
+    max_frame_size: u32,
 ) -> Result<AltsStream<IO>, AltsError> {
     let peer = peer_from_result(result, ours)?;
     let want = peer.record_protocol.key_data_len();
@@ -489,7 +500,8 @@ fn into_stream<IO>(
         side,
         RecordConfig {
             send_frame_size: send,
-            ..RecordConfig::default()
+            // Enforce the largest frame we asked the service for.
+            max_recv_frame: (max_frame_size as usize).max(record::DEFAULT_SEND_FRAME),
         },
     )?;
     Ok(AltsStream::new(
