@@ -14,3 +14,5 @@
 pub mod pb {
     tonic::include_proto!("alts.fleet.v1");
 }
+
+pub mod agent;
