@@ -461,6 +461,8 @@ mod tests {
 state_dir = "state"
 credentials = "/etc/alts/agent"
 issuance_policy = "policy.toml"
+"#;
+    const SIGNER: &str = r#"
 [signer]
 address = "http://127.0.0.1:7443"
 identity = "alts-signer"
@@ -468,7 +470,7 @@ identity = "alts-signer"
 
     fn parse(extra: &str) -> Result<AgentConfig, ConfigError> {
         AgentConfig::from_toml(
-            &format!("{BASE}{extra}"),
+            &format!("{BASE}{extra}{SIGNER}"),
             Path::new("agent.toml"),
             Path::new("/etc/alts"),
         )

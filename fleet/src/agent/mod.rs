@@ -509,7 +509,7 @@ impl Agent {
 
     /// Runs passes until `shutdown` is cancelled, sleeping until the next
     /// operation is due.
-    pub async fn run(mut self, shutdown: CancellationToken) {
+    pub async fn run(&mut self, shutdown: CancellationToken) {
         loop {
             let next = self.pass().await;
             let wait = next
@@ -1063,9 +1063,11 @@ async fn mint(ctx: &Ctx<'_>, w: &WorkloadConfig, p: &StoredPrincipal) -> Result<
         .verify_handshake_cert(&cert, unix_now())
         .map_err(cert_err("minted certificate does not verify"))?;
     let info = creds.info().clone();
-    let due = at(issued
-        + (na as f64 - issued) * (ctx.cfg.lifetimes.renew_at + ctx.cfg.lifetimes.jitter * unit(ctx.rng)))
-    .max(SystemTime::now() + Duration::from_millis(100));
+    // Renewal at renew_at ± jitter of the configured lifetime (or of the
+    // shorter one left by the principal), counted from the minting instant.
+    let life = (na as f64 - issued).min(ctx.cfg.lifetimes.handshake_lifetime.as_secs_f64());
+    let frac = ctx.cfg.lifetimes.renew_at + ctx.cfg.lifetimes.jitter * unit(ctx.rng);
+    let due = at(issued + life * frac).max(SystemTime::now() + Duration::from_millis(100));
     Ok(Handshake {
         cert,
         key: Zeroizing::new(static_key.secret_bytes().to_vec()),
