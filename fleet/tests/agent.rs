@@ -22,9 +22,9 @@ use alts_core::crl::RevocationList;
 use alts_core::crypto::{RingRandom, StaticKeyPair};
 use alts_core::resumption::{RID_LEN, ResumptionKeys};
 use alts_examples::EchoService;
-use alts_examples::echo::{EchoReply, EchoRequest};
 use alts_examples::echo::echo_client::EchoClient;
 use alts_examples::echo::echo_server::EchoServer;
+use alts_examples::echo::{EchoReply, EchoRequest};
 use alts_fleet::agent::{Agent, AgentConfig, WorkloadStatus};
 use alts_fleet::pb;
 use alts_fleet::pb::signer_server::{Signer, SignerServer};
@@ -32,7 +32,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Endpoint, Server};
 use tonic::{Request, Response, Status};
-use tonic_alts::{AltsAcceptor, AltsConfig, AltsConnector, AltsIncoming, AltsRequestExt, CredentialFiles, file_names};
+use tonic_alts::{
+    AltsAcceptor, AltsConfig, AltsConnector, AltsIncoming, AltsRequestExt, CredentialFiles, file_names,
+};
 
 const FLEET_POLICY: &str = r#"
 [[rule]]
@@ -54,6 +56,14 @@ const SET: [&str; 6] = [
     file_names::CRL,
     file_names::KEY_RING,
 ];
+
+/// Serializes the tests whose assertions depend on timing, so that the
+/// busy readers of one do not delay the agent of another on a small machine.
+static TIMING: Mutex<()> = Mutex::new(());
+
+fn timing_lock() -> std::sync::MutexGuard<'static, ()> {
+    TIMING.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn init_tracing() {
     let _ = tracing_subscriber::fmt()
@@ -136,8 +146,11 @@ impl TestCa {
         std::fs::create_dir_all(&dir).expect("dir");
         std::fs::write(dir.join(file_names::HANDSHAKE_CERT), hs).expect("cert");
         std::fs::write(dir.join(file_names::HANDSHAKE_KEY), &sk.secret_bytes()[..]).expect("key");
-        std::fs::set_permissions(dir.join(file_names::HANDSHAKE_KEY), std::fs::Permissions::from_mode(0o600))
-            .expect("chmod");
+        std::fs::set_permissions(
+            dir.join(file_names::HANDSHAKE_KEY),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .expect("chmod");
         std::fs::write(dir.join(file_names::ROOT), self.root_key().to_bytes()).expect("root");
         dir
     }
@@ -203,8 +216,8 @@ impl StubState {
         revoked.insert(id);
         let mut crl = self.crl.lock().expect("lock");
         let issued_at = now().0.max(crl.1 + 1);
-        let bytes =
-            RevocationList::build_signed(revoked.iter().copied(), &self.root, UnixTime(issued_at)).expect("crl");
+        let bytes = RevocationList::build_signed(revoked.iter().copied(), &self.root, UnixTime(issued_at))
+            .expect("crl");
         *crl = (bytes, issued_at);
         issued_at
     }
@@ -229,7 +242,9 @@ impl Stub {
         if self.0.down.load(Ordering::SeqCst) {
             return Err(Status::unavailable("down"));
         }
-        let peer = req.alts_peer().ok_or_else(|| Status::unauthenticated("no ALTS peer"))?;
+        let peer = req
+            .alts_peer()
+            .ok_or_else(|| Status::unauthenticated("no ALTS peer"))?;
         if !peer.identity.starts_with("agent-") {
             return Err(Status::permission_denied("not an agent"));
         }
@@ -314,7 +329,10 @@ impl Signer for Stub {
         }
     }
 
-    async fn fetch_crl(&self, req: Request<pb::FetchCrlRequest>) -> Result<Response<pb::FetchCrlResponse>, Status> {
+    async fn fetch_crl(
+        &self,
+        req: Request<pb::FetchCrlRequest>,
+    ) -> Result<Response<pb::FetchCrlResponse>, Status> {
         self.caller(&req)?;
         let since = req.into_inner().if_newer_than;
         if self.0.evil() == Evil::OldCrl {
@@ -331,7 +349,10 @@ impl Signer for Stub {
         }))
     }
 
-    async fn get_key_ring(&self, req: Request<pb::GetKeyRingRequest>) -> Result<Response<pb::GetKeyRingResponse>, Status> {
+    async fn get_key_ring(
+        &self,
+        req: Request<pb::GetKeyRingRequest>,
+    ) -> Result<Response<pb::GetKeyRingResponse>, Status> {
         self.caller(&req)?;
         let r = req.into_inner();
         let period = self.0.ring_period;
@@ -418,7 +439,13 @@ fn am_root() -> bool {
 }
 
 /// Writes an agent configuration (own identity `agent_identity`) and loads it.
-fn agent_config(ca: &mut TestCa, agent_identity: &str, signer: SocketAddr, extra: &str, workloads: &[Wl<'_>]) -> AgentConfig {
+fn agent_config(
+    ca: &mut TestCa,
+    agent_identity: &str,
+    signer: SocketAddr,
+    extra: &str,
+    workloads: &[Wl<'_>],
+) -> AgentConfig {
     let creds = ca.issue_dir(&format!("{agent_identity}-creds"), agent_identity);
     let state = ca.path().join(format!("{agent_identity}-state"));
     let mut text = format!(
@@ -445,7 +472,8 @@ fn status_of(agent: &Agent, identity: &str, cell: &str) -> WorkloadStatus {
 }
 
 fn published_info(dir: &Path) -> HandshakeCertInfo {
-    HandshakeCertInfo::parse(&std::fs::read(dir.join(file_names::HANDSHAKE_CERT)).expect("read cert")).expect("parse")
+    HandshakeCertInfo::parse(&std::fs::read(dir.join(file_names::HANDSHAKE_CERT)).expect("read cert"))
+        .expect("parse")
 }
 
 fn load(dir: &Path) -> AltsConfig {
@@ -531,7 +559,12 @@ async fn writes_a_complete_loadable_dir_and_two_workloads_handshake() {
             assert_eq!((m.uid(), m.gid()), (65534, 65534), "{name}: owner and group");
         }
     }
-    assert_eq!(std::fs::read(gdir.join(file_names::HANDSHAKE_KEY)).expect("key").len(), 32);
+    assert_eq!(
+        std::fs::read(gdir.join(file_names::HANDSHAKE_KEY))
+            .expect("key")
+            .len(),
+        32
+    );
     assert_eq!(std::fs::metadata(&gdir).expect("dir").mode() & 0o777, 0o751);
     let status = status_of(&agent, "greeter-prod", "cell-a");
     assert_eq!(status.generation.as_deref(), Some(generation));
@@ -568,7 +601,13 @@ async fn principal_key_stays_in_the_state_dir() {
     let signer = start_signer(&mut ca, stub, None).await;
     let greeter = wl(&ca, "greeter-prod", "cell-a", "greeter");
     let gdir = greeter.dir.clone();
-    let cfg = agent_config(&mut ca, "agent-host-1", signer.addr, "handshake_lifetime = \"2s\"\nrenew_at = 0.3\n", &[greeter]);
+    let cfg = agent_config(
+        &mut ca,
+        "agent-host-1",
+        signer.addr,
+        "handshake_lifetime = \"2s\"\nrenew_at = 0.3\n",
+        &[greeter],
+    );
     let state_dir = cfg.state_dir.clone();
     let mut agent = Agent::new(cfg).await.expect("agent");
     agent.pass().await;
@@ -582,7 +621,10 @@ async fn principal_key_stays_in_the_state_dir() {
     });
     agent.run(token).await;
 
-    assert_eq!(std::fs::metadata(&state_dir).expect("state").mode() & 0o777, 0o700);
+    assert_eq!(
+        std::fs::metadata(&state_dir).expect("state").mode() & 0o777,
+        0o700
+    );
     let keys: Vec<PathBuf> = walk(&state_dir)
         .into_iter()
         .filter(|p| p.file_name().is_some_and(|n| n == "principal.key"))
@@ -593,13 +635,25 @@ async fn principal_key_stays_in_the_state_dir() {
     let key = SigningKey::from_pkcs8(&pkcs8).expect("pkcs8");
     // PKCS#8 v2 of Ed25519: the 32-byte seed follows a 16-byte prefix.
     let seed = &pkcs8[16..48];
-    assert_eq!(published_info(&gdir).principal.public_key, key.public_key(), "the published chain uses this key");
+    assert_eq!(
+        published_info(&gdir).principal.public_key,
+        key.public_key(),
+        "the published chain uses this key"
+    );
     let files = walk(&gdir);
     assert!(files.len() >= SET.len());
     for f in files {
         let bytes = std::fs::read(&f).expect("read");
-        assert!(!contains(&bytes, seed), "{} holds the principal private key", f.display());
-        assert!(!contains(&bytes, &pkcs8), "{} holds the principal key file", f.display());
+        assert!(
+            !contains(&bytes, seed),
+            "{} holds the principal private key",
+            f.display()
+        );
+        assert!(
+            !contains(&bytes, &pkcs8),
+            "{} holds the principal key file",
+            f.display()
+        );
         assert_ne!(f.file_name().and_then(|n| n.to_str()), Some("principal.key"));
     }
 }
@@ -627,6 +681,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_is_served_by_a_reloading_server_and_old_connections_live_on() {
+    let _timing = timing_lock();
     let mut ca = TestCa::new();
     let stub = StubState::new(&ca);
     let signer = start_signer(&mut ca, stub, None).await;
@@ -651,9 +706,15 @@ async fn rotation_is_served_by_a_reloading_server_and_old_connections_live_on() 
     };
 
     let server_cfg = load(&gdir);
-    let _server_reloader = server_cfg.reloader().expect("reloader").spawn(Duration::from_millis(200));
+    let _server_reloader = server_cfg
+        .reloader()
+        .expect("reloader")
+        .spawn(Duration::from_millis(200));
     let client_cfg = load(&fdir);
-    let _client_reloader = client_cfg.reloader().expect("reloader").spawn(Duration::from_millis(200));
+    let _client_reloader = client_cfg
+        .reloader()
+        .expect("reloader")
+        .spawn(Duration::from_millis(200));
     let server = serve_echo(server_cfg).await;
     let old_connector = AltsConnector::new(client_cfg.clone()).target_identity("greeter-prod");
     let mut old = echo_client(server.addr, old_connector.clone()).await;
@@ -674,22 +735,34 @@ async fn rotation_is_served_by_a_reloading_server_and_old_connections_live_on() 
         tokio::time::sleep(Duration::from_millis(25)).await;
     };
     let after = published_at.elapsed();
+    // Scheduled at 2.4 s .. 3.6 s; up to 1 s more for a loaded machine.
     assert!(
-        after >= Duration::from_millis(2300) && after <= Duration::from_millis(4000),
+        after >= Duration::from_millis(2300) && after <= Duration::from_millis(4600),
         "renewed after {after:?}, expected within 2.4 s .. 3.6 s"
     );
-    assert_eq!(renewed.principal.public_key, first.principal.public_key, "same principal");
+    println!("renewed {after:?} after the first certificate was published");
+    assert_eq!(
+        renewed.principal.public_key, first.principal.public_key,
+        "same principal"
+    );
 
-    // New connections get the new certificate once the server reloaded.
+    // New connections get the new certificate once the server reloaded
+    // (full handshakes: a resumed session reports the certificate of the
+    // handshake that issued its ticket).
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
-        let c = AltsConnector::new(client_cfg.clone()).target_identity("greeter-prod");
+        let c = AltsConnector::new(client_cfg.clone().no_resumption()).target_identity("greeter-prod");
         let mut fresh = echo_client(server.addr, c.clone()).await;
         unary(&mut fresh, "after").await;
-        if c.last_peer().expect("peer").handshake_revocation_id == Some(renewed.revocation_id) {
+        let peer = c.last_peer().expect("peer");
+        assert!(!peer.resumed());
+        if peer.handshake_revocation_id == Some(renewed.revocation_id) {
             break;
         }
-        assert!(Instant::now() < deadline, "the server did not pick up the renewed certificate");
+        assert!(
+            Instant::now() < deadline,
+            "the server did not pick up the renewed certificate"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // The connection made before the rotation still works, on the old keys.
@@ -706,6 +779,7 @@ async fn rotation_is_served_by_a_reloading_server_and_old_connections_live_on() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readers_never_see_a_mixed_or_missing_set_during_20_rotations() {
+    let _timing = timing_lock();
     let mut ca = TestCa::new();
     let stub = StubState::new(&ca);
     let signer = start_signer(&mut ca, stub, None).await;
@@ -787,7 +861,11 @@ async fn readers_never_see_a_mixed_or_missing_set_during_20_rotations() {
         {
             seen.insert(info.revocation_id);
         }
-        assert!(Instant::now() < deadline, "only {} certificates in 25 s", seen.len());
+        assert!(
+            Instant::now() < deadline,
+            "only {} certificates in 25 s",
+            seen.len()
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     stop.store(true, Ordering::Relaxed);
@@ -795,9 +873,19 @@ async fn readers_never_see_a_mixed_or_missing_set_during_20_rotations() {
     let top = top_level_reader.join().expect("reader 2");
     token.cancel();
     agent_task.await.expect("agent");
-    println!("rotations: {}; snapshot reader: {snap:?}; top-level reader: {top:?}", seen.len() - 1);
-    assert!(snap.loads > 100 && top.loads > 100, "readers ran: {snap:?} {top:?}");
-    assert_eq!((snap.missing, snap.mixed, snap.other.len()), (0, 0, 0), "snapshot reader: {snap:?}");
+    println!(
+        "rotations: {}; snapshot reader: {snap:?}; top-level reader: {top:?}",
+        seen.len() - 1
+    );
+    assert!(
+        snap.loads > 100 && top.loads > 100,
+        "readers ran: {snap:?} {top:?}"
+    );
+    assert_eq!(
+        (snap.missing, snap.mixed, snap.other.len()),
+        (0, 0, 0),
+        "snapshot reader: {snap:?}"
+    );
     assert_eq!(top.missing, 0, "a top-level name was missing: {top:?}");
     assert!(top.other.is_empty(), "{top:?}");
     // A top-level reader that opens the certificate just before a swap and
@@ -819,6 +907,7 @@ async fn readers_never_see_a_mixed_or_missing_set_during_20_rotations() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signer_outage_keeps_the_old_credentials_then_recovers() {
+    let _timing = timing_lock();
     let mut ca = TestCa::new();
     let stub = StubState::new(&ca);
     let signer = start_signer(&mut ca, stub, None).await;
@@ -835,7 +924,10 @@ async fn a_signer_outage_keeps_the_old_credentials_then_recovers() {
     agent.pass().await;
     assert!(agent.all_fresh());
     let generation = std::fs::read_link(gdir.join("..data")).expect("..data");
-    let snapshot: Vec<Vec<u8>> = SET.iter().map(|n| std::fs::read(gdir.join(n)).expect("read")).collect();
+    let snapshot: Vec<Vec<u8>> = SET
+        .iter()
+        .map(|n| std::fs::read(gdir.join(n)).expect("read"))
+        .collect();
 
     let (addr, state) = signer.stop().await;
     // Past the renewal point and past expiry, with the signer down.
@@ -846,9 +938,17 @@ async fn a_signer_outage_keeps_the_old_credentials_then_recovers() {
         stop.cancel();
     });
     agent.run(token).await;
-    assert_eq!(std::fs::read_link(gdir.join("..data")).expect("..data"), generation, "nothing was swapped");
+    assert_eq!(
+        std::fs::read_link(gdir.join("..data")).expect("..data"),
+        generation,
+        "nothing was swapped"
+    );
     for (name, before) in SET.iter().zip(&snapshot) {
-        assert_eq!(&std::fs::read(gdir.join(name)).expect("read"), before, "{name} changed");
+        assert_eq!(
+            &std::fs::read(gdir.join(name)).expect("read"),
+            before,
+            "{name} changed"
+        );
     }
     load(&gdir);
     let s = status_of(&agent, "greeter-prod", "cell-a");
@@ -864,7 +964,10 @@ async fn a_signer_outage_keeps_the_old_credentials_then_recovers() {
         agent.pass().await;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_ne!(std::fs::read_link(gdir.join("..data")).expect("..data"), generation);
+    assert_ne!(
+        std::fs::read_link(gdir.join("..data")).expect("..data"),
+        generation
+    );
     assert_ne!(
         std::fs::read(gdir.join(file_names::HANDSHAKE_CERT)).expect("cert"),
         snapshot[0]
@@ -880,8 +983,19 @@ async fn two_agents_write_identical_key_rings_and_replicas_resume_each_other() {
     let other_cell = wl(&ca, "greeter-prod", "cell-b", "host1-greeter-b");
     let client = wl(&ca, "frontend-prod", "cell-a", "host1-frontend");
     let two = wl(&ca, "greeter-prod", "cell-a", "host2-greeter");
-    let (d1, db, dc, d2) = (one.dir.clone(), other_cell.dir.clone(), client.dir.clone(), two.dir.clone());
-    let cfg1 = agent_config(&mut ca, "agent-host-1", signer.addr, "", &[one, other_cell, client]);
+    let (d1, db, dc, d2) = (
+        one.dir.clone(),
+        other_cell.dir.clone(),
+        client.dir.clone(),
+        two.dir.clone(),
+    );
+    let cfg1 = agent_config(
+        &mut ca,
+        "agent-host-1",
+        signer.addr,
+        "",
+        &[one, other_cell, client],
+    );
     let cfg2 = agent_config(&mut ca, "agent-host-2", signer.addr, "", &[two]);
     assert_ne!(cfg1.state_dir, cfg2.state_dir);
     let mut a1 = Agent::new(cfg1).await.expect("agent 1");
@@ -922,10 +1036,13 @@ async fn two_agents_write_identical_key_rings_and_replicas_resume_each_other() {
         let connector = connector.clone();
         async move {
             let tcp = TcpStream::connect(addr).await.expect("tcp");
-            let s = tokio::time::timeout(Duration::from_secs(5), connector.handshake(tcp, "greeter.internal:443"))
-                .await
-                .expect("in time")
-                .expect("handshake");
+            let s = tokio::time::timeout(
+                Duration::from_secs(5),
+                connector.handshake(tcp, "greeter.internal:443"),
+            )
+            .await
+            .expect("in time")
+            .expect("handshake");
             s.peer().resumed()
         }
     };
@@ -966,14 +1083,23 @@ async fn misbehaving_signer_answers_are_refused_and_publish_nothing() {
     let signer = start_signer(&mut ca, state.clone(), None).await;
     let greeter = wl(&ca, "greeter-prod", "cell-a", "greeter");
     let gdir = greeter.dir.clone();
-    let cfg = agent_config(&mut ca, "agent-host-1", signer.addr, "key_ring_refresh = \"100ms\"\n", &[greeter]);
+    let cfg = agent_config(
+        &mut ca,
+        "agent-host-1",
+        signer.addr,
+        "key_ring_refresh = \"100ms\"\n",
+        &[greeter],
+    );
     let mut agent = Agent::new(cfg).await.expect("agent");
     agent.pass().await;
     let good = std::fs::read(gdir.join(file_names::KEY_RING)).expect("ring");
     *state.evil.lock().expect("lock") = Evil::BadRing;
     tokio::time::sleep(Duration::from_millis(150)).await;
     agent.pass().await;
-    assert_eq!(std::fs::read(gdir.join(file_names::KEY_RING)).expect("ring"), good);
+    assert_eq!(
+        std::fs::read(gdir.join(file_names::KEY_RING)).expect("ring"),
+        good
+    );
     assert!(agent.all_fresh());
 }
 
@@ -984,7 +1110,13 @@ async fn revocation_renews_at_once_and_an_older_list_never_replaces_a_newer_one(
     let signer = start_signer(&mut ca, state.clone(), None).await;
     let greeter = wl(&ca, "greeter-prod", "cell-a", "greeter");
     let gdir = greeter.dir.clone();
-    let cfg = agent_config(&mut ca, "agent-host-1", signer.addr, "crl_refresh = \"100ms\"\n", &[greeter]);
+    let cfg = agent_config(
+        &mut ca,
+        "agent-host-1",
+        signer.addr,
+        "crl_refresh = \"100ms\"\n",
+        &[greeter],
+    );
     let mut agent = Agent::new(cfg).await.expect("agent");
     agent.pass().await;
     let first = published_info(&gdir);
@@ -997,8 +1129,9 @@ async fn revocation_renews_at_once_and_an_older_list_never_replaces_a_newer_one(
     let second = published_info(&gdir);
     assert_ne!(second.revocation_id, first.revocation_id);
     let root = ca.root_key();
-    let crl = RevocationList::from_signed_bytes(&std::fs::read(gdir.join(file_names::CRL)).expect("crl"), &root)
-        .expect("verify");
+    let crl =
+        RevocationList::from_signed_bytes(&std::fs::read(gdir.join(file_names::CRL)).expect("crl"), &root)
+            .expect("verify");
     assert_eq!(crl.issued_at().0, issued_at);
     assert!(crl.is_revoked(first.revocation_id) && !crl.is_revoked(second.revocation_id));
     let server = load(&gdir);
@@ -1008,8 +1141,9 @@ async fn revocation_renews_at_once_and_an_older_list_never_replaces_a_newer_one(
     *state.evil.lock().expect("lock") = Evil::OldCrl;
     tokio::time::sleep(Duration::from_millis(150)).await;
     agent.pass().await;
-    let crl = RevocationList::from_signed_bytes(&std::fs::read(gdir.join(file_names::CRL)).expect("crl"), &root)
-        .expect("verify");
+    let crl =
+        RevocationList::from_signed_bytes(&std::fs::read(gdir.join(file_names::CRL)).expect("crl"), &root)
+            .expect("verify");
     assert_eq!(crl.issued_at().0, issued_at, "rollback refused");
     assert_eq!(published_info(&gdir).revocation_id, second.revocation_id);
 }
@@ -1034,7 +1168,12 @@ async fn cli_once_exits_zero_when_fresh_and_one_when_the_signer_is_down() {
         })
     };
     let out = run(config.clone()).await.expect("join");
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     load(&gdir);
 
     // Another host, signer down: not fresh, exit 1, nothing written.
@@ -1043,7 +1182,12 @@ async fn cli_once_exits_zero_when_fresh_and_one_when_the_signer_is_down() {
     let (addr, _state) = signer.stop().await;
     agent_config(&mut ca, "agent-host-2", addr, "", &[down]);
     let out = run(ca.path().join("agent-host-2.toml")).await.expect("join");
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!ddir.exists());
 
     // A bad configuration: exit 2.
