@@ -59,11 +59,7 @@ const SET: [&str; 6] = [
 
 /// Serializes the tests whose assertions depend on timing, so that the
 /// busy readers of one do not delay the agent of another on a small machine.
-static TIMING: Mutex<()> = Mutex::new(());
-
-fn timing_lock() -> std::sync::MutexGuard<'static, ()> {
-    TIMING.lock().unwrap_or_else(|e| e.into_inner())
-}
+static TIMING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn init_tracing() {
     let _ = tracing_subscriber::fmt()
@@ -681,7 +677,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_is_served_by_a_reloading_server_and_old_connections_live_on() {
-    let _timing = timing_lock();
+    let _timing = TIMING.lock().await;
     let mut ca = TestCa::new();
     let stub = StubState::new(&ca);
     let signer = start_signer(&mut ca, stub, None).await;
@@ -779,7 +775,7 @@ async fn rotation_is_served_by_a_reloading_server_and_old_connections_live_on() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readers_never_see_a_mixed_or_missing_set_during_20_rotations() {
-    let _timing = timing_lock();
+    let _timing = TIMING.lock().await;
     let mut ca = TestCa::new();
     let stub = StubState::new(&ca);
     let signer = start_signer(&mut ca, stub, None).await;
@@ -907,7 +903,7 @@ async fn readers_never_see_a_mixed_or_missing_set_during_20_rotations() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signer_outage_keeps_the_old_credentials_then_recovers() {
-    let _timing = timing_lock();
+    let _timing = TIMING.lock().await;
     let mut ca = TestCa::new();
     let stub = StubState::new(&ca);
     let signer = start_signer(&mut ca, stub, None).await;
