@@ -112,9 +112,9 @@ fn is_generation(name: &str) -> bool {
     name.starts_with("..") && name != DATA_LINK && name != DATA_TMP_LINK && name.len() > 2
 }
 
-/// Checks `dir` is a directory the agent may write into: not a symlink,
-/// owned by the agent, not writable by group or others. Creates it (and
-/// missing parents, mode 0755) when absent. Sets its group and mode.
+/// Checks `dir` is a directory the agent may write into: not a symlink and
+/// owned by the agent. Creates it (and missing parents, mode 0755) when
+/// absent. Then sets its group and mode ([`Ownership::dir_mode`]).
 fn prepare_dir(dir: &Path, own: &Ownership) -> Result<(), LayoutError> {
     match fs::symlink_metadata(dir) {
         Ok(m) => {
@@ -487,6 +487,22 @@ mod tests {
         // ownership is checked, the mode is then reset.
         publish(&dir, &set(b"c", b"k"), &own()).unwrap();
         assert_eq!(fs::metadata(&dir).unwrap().mode() & 0o777, 0o751);
+    }
+
+    #[test]
+    fn refuses_a_workload_dir_owned_by_someone_else() {
+        if !nix::unistd::geteuid().is_root() {
+            return; // needs chown
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("w");
+        fs::create_dir(&dir).unwrap();
+        std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+        assert!(matches!(
+            publish(&dir, &set(b"c", b"k"), &own()),
+            Err(LayoutError::Unsafe { .. })
+        ));
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
     }
 
     #[test]

@@ -57,7 +57,7 @@ use nix::unistd::{Gid, Group, Uid, User};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tonic_alts::keyring::{KeyRing, KeyRingEntry};
-use tonic_alts::{AltsConfig, CredentialFiles, file_names};
+use tonic_alts::{AltsConfig, AltsReloader, CredentialFiles, file_names};
 use zeroize::{Zeroize, Zeroizing};
 
 pub use config::{AgentConfig, ConfigError, Lifetimes, SignerConfig, WorkloadConfig};
@@ -287,6 +287,8 @@ pub struct WorkloadStatus {
     pub handshake_revocation_id: Option<u64>,
     /// The published handshake certificate's expiry.
     pub handshake_not_after: Option<i64>,
+    /// When the handshake certificate is due for renewal.
+    pub handshake_renew_at: Option<SystemTime>,
     /// The principal certificate's expiry.
     pub principal_not_after: Option<i64>,
     /// A key ring is published.
@@ -304,7 +306,7 @@ pub struct WorkloadStatus {
 pub struct Agent {
     cfg: AgentConfig,
     signer: SignerClient,
-    _own_reloader: AbortOnDropHandle<()>,
+    _own_reload_task: AbortOnDropHandle<()>,
     state: StateDir,
     root: RootKey,
     root_bytes: Vec<u8>,
@@ -429,18 +431,10 @@ impl Agent {
     /// signer (the connection is made on first use). Needs a tokio runtime.
     pub async fn new(cfg: AgentConfig) -> Result<Self, AgentError> {
         let state = StateDir::open(&cfg.state_dir)?;
-        let mut files = CredentialFiles::from_dir(&cfg.credentials);
-        if !cfg.credentials.join(file_names::ISSUANCE_POLICY).exists() {
-            files = files.issuance_policy(&cfg.issuance_policy);
-        }
-        let root_path = files.root_path().to_owned();
-        let own = AltsConfig::from_files(files).map_err(AgentError::OwnCredentials)?;
-        let reloader = own.reloader().map_err(AgentError::OwnCredentials)?;
-        tracing::info!(summary = %own.summary(), "agent credentials loaded");
+        let root_path = cfg.credentials.join(file_names::ROOT);
         let root_bytes = read_file(&root_path, alts_core::cert::MAX_ROOT_KEY_LEN)?;
         let root = RootKey::from_bytes(&root_bytes).map_err(cert_err("agent root.pub"))?;
         let (policy_bytes, policy) = load_policy(&cfg.issuance_policy)?;
-        let signer = SignerClient::new(&cfg.signer, own)?;
         let rng = RingRandom::default();
 
         let mut crl = None;
@@ -457,6 +451,9 @@ impl Agent {
                 }
             }
         }
+
+        let (signer, own_reloader) = own_client(&cfg, &state, crl.is_some())?;
+
         let mut workloads = Vec::with_capacity(cfg.workloads.len());
         for w in &cfg.workloads {
             let own = Ownership {
@@ -489,7 +486,7 @@ impl Agent {
         Ok(Self {
             cfg,
             signer,
-            _own_reloader: reloader.spawn(OWN_CREDENTIALS_RELOAD),
+            _own_reload_task: own_reloader.spawn(OWN_CREDENTIALS_RELOAD),
             state,
             root,
             root_bytes,
@@ -577,6 +574,7 @@ impl Agent {
                     generation: w.generation.clone(),
                     handshake_revocation_id: hs.map(|h| h.info.revocation_id),
                     handshake_not_after: hs.and_then(|h| h.info.validity.not_after.map(|t| t.0)),
+                    handshake_renew_at: hs.map(|h| h.due),
                     principal_not_after: w
                         .principal
                         .as_ref()
@@ -631,6 +629,15 @@ impl Agent {
         }
         let bytes = std::mem::take(&mut resp.signed_crl);
         self.state.store_crl(&bytes)?;
+        // The agent checks the signer's certificate against this list too:
+        // a new client (and connection) verifies the signer again now.
+        match own_client(&self.cfg, &self.state, true) {
+            Ok((signer, reloader)) => {
+                self._own_reload_task = reloader.spawn(OWN_CREDENTIALS_RELOAD);
+                self.signer = signer;
+            }
+            Err(e) => tracing::warn!(error = %e, "agent credentials do not load with the revocation list"),
+        }
         metrics::gauge!("alts_agent_crl_issued_at_seconds").set(list.issued_at().0 as f64);
         tracing::info!(
             issued_at = list.issued_at().0,
@@ -643,6 +650,28 @@ impl Agent {
         });
         Ok(())
     }
+}
+
+/// The agent's own ALTS credentials and a signer client using them. The
+/// signer's certificate is checked against the revocation list the agent
+/// keeps (`with_crl`, when the state holds one), unless the credential
+/// directory brings its own list.
+fn own_client(
+    cfg: &AgentConfig,
+    state: &StateDir,
+    with_crl: bool,
+) -> Result<(SignerClient, AltsReloader), AgentError> {
+    let mut files = CredentialFiles::from_dir(&cfg.credentials);
+    if !cfg.credentials.join(file_names::ISSUANCE_POLICY).exists() {
+        files = files.issuance_policy(&cfg.issuance_policy);
+    }
+    if with_crl && !cfg.credentials.join(file_names::CRL).exists() {
+        files = files.crl(state.crl_path());
+    }
+    let own = AltsConfig::from_files(files).map_err(AgentError::OwnCredentials)?;
+    let reloader = own.reloader().map_err(AgentError::OwnCredentials)?;
+    tracing::info!(summary = %own.summary(), "agent credentials loaded");
+    Ok((SignerClient::new(&cfg.signer, own)?, reloader))
 }
 
 /// `(from, not_after)` of a principal certificate in Unix seconds; an

@@ -237,6 +237,11 @@ impl StateDir {
         read_capped(&self.root.join(CRL), alts_core::crl::MAX_CRL_LEN)
     }
 
+    /// Path of the stored revocation list.
+    pub(crate) fn crl_path(&self) -> PathBuf {
+        self.root.join(CRL)
+    }
+
     /// Stores the newest revocation list.
     pub(crate) fn store_crl(&self, bytes: &[u8]) -> Result<(), AgentError> {
         layout::replace_private_file(&self.root.join(CRL), bytes)?;
