@@ -1101,7 +1101,7 @@ async fn misbehaving_signer_answers_are_refused_and_publish_nothing() {
         let mut agent = Agent::new(cfg).await.expect("agent");
         agent.pass().await;
         let s = status_of(&agent, "greeter-prod", "cell-a");
-        assert!(!s.fresh && s.renew_failures == 1, "{evil:?}: {s:?}");
+        assert!(!s.fresh && s.principal_failures == 1, "{evil:?}: {s:?}");
         assert!(!gdir.exists(), "{evil:?}: nothing published");
         assert!(
             walk(&state_dir).iter().all(|p| !p.ends_with("principal.cert")),
@@ -1291,4 +1291,43 @@ async fn a_second_agent_on_the_same_state_dir_is_refused() {
         Err(alts_fleet::agent::AgentError::StateLocked { .. }) => {}
         other => panic!("expected StateLocked, got {other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshake_renewal_goes_on_during_an_outage_while_reserved_ids_last() {
+    let _timing = TIMING.lock().await;
+    let mut ca = TestCa::new();
+    let stub = StubState::new(&ca);
+    let signer = start_signer(&mut ca, stub, None).await;
+    let greeter = wl(&ca, "greeter-prod", "cell-a", "greeter");
+    let gdir = greeter.dir.clone();
+    let cfg = agent_config(
+        &mut ca,
+        "agent-host-1",
+        signer.addr,
+        "handshake_lifetime = \"2s\"\nrenew_at = 0.3\njitter = 0.05\nrevocation_id_batch = 100\n",
+        &[greeter],
+    );
+    let mut agent = Agent::new(cfg).await.expect("agent");
+    agent.pass().await;
+    let first = published_info(&gdir);
+    let _ = signer.stop().await;
+    let token = CancellationToken::new();
+    let stop = token.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        stop.cancel();
+    });
+    agent.run(token).await;
+    let now = published_info(&gdir);
+    assert_ne!(
+        now.revocation_id, first.revocation_id,
+        "renewed without the signer"
+    );
+    assert_eq!(now.principal.revocation_id, first.principal.revocation_id);
+    let (_, s1) = alts_core::cert::split_revocation_id(first.revocation_id);
+    let (_, s2) = alts_core::cert::split_revocation_id(now.revocation_id);
+    assert!(s2 > s1 && s2 < s1 + 100, "from the reserved range: {s1} -> {s2}");
+    assert!(agent.all_fresh(), "{:?}", agent.status());
+    load(&gdir);
 }

@@ -264,6 +264,7 @@ struct Workload {
     handshake: Option<Handshake>,
     ring: Option<Zeroizing<String>>,
     ring_task: Task,
+    principal_task: Task,
     renew_task: Task,
     publish_task: Task,
     published: Option<[u8; 32]>,
@@ -297,8 +298,11 @@ pub struct WorkloadStatus {
     pub fresh: bool,
     /// A credential has less than 20% of its lifetime left (or none is published).
     pub alarm: bool,
-    /// Consecutive failures of certificate renewal.
+    /// Consecutive failures of handshake certificate renewal (minting,
+    /// including reserving revocation IDs).
     pub renew_failures: u32,
+    /// Consecutive failures of principal certificate renewal.
+    pub principal_failures: u32,
 }
 
 /// The credential agent. Build it with [`Agent::new`], then call
@@ -474,7 +478,8 @@ impl Agent {
                 handshake: None,
                 ring: None,
                 ring_task: Task::new("GetKeyRing"),
-                renew_task: Task::new("renew"),
+                principal_task: Task::new("IssuePrincipal"),
+                renew_task: Task::new("mint"),
                 publish_task: Task::new("publish"),
                 published: None,
                 generation: None,
@@ -565,6 +570,10 @@ impl Agent {
             .iter()
             .map(|w| {
                 let hs = w.handshake.as_ref();
+                let revoked = hs.zip(self.crl.as_ref()).is_some_and(|(h, c)| {
+                    c.list.is_revoked(h.info.revocation_id)
+                        || c.list.is_revoked(h.info.principal.revocation_id)
+                });
                 let published = w.published.is_some()
                     && w.published == w.fingerprint(&self.root_bytes, &self.policy_bytes, self.crl.as_ref());
                 WorkloadStatus {
@@ -580,9 +589,10 @@ impl Agent {
                         .as_ref()
                         .and_then(|p| p.stored.info.validity.not_after.map(|t| t.0)),
                     key_ring: w.ring.is_some(),
-                    fresh: published && !w.in_alarm(now) && self.crl.is_some(),
+                    fresh: published && !w.in_alarm(now) && self.crl.is_some() && !revoked,
                     alarm: w.in_alarm(now),
                     renew_failures: w.renew_task.failures,
+                    principal_failures: w.principal_task.failures,
                 }
             })
             .collect()
@@ -706,13 +716,19 @@ impl Workload {
     }
 
     fn next_due(&self) -> SystemTime {
-        let mut next = self.ring_task.due;
-        let renew_needed = self
+        let principal = self
             .principal
             .as_ref()
             .map_or(UNIX_EPOCH, |p| p.due)
-            .min(self.handshake.as_ref().map_or(UNIX_EPOCH, |h| h.due));
-        next = next.min(renew_needed.max(self.renew_task.due));
+            .max(self.principal_task.due);
+        // Without a principal nothing can be minted before one is obtained.
+        let handshake = match (&self.handshake, &self.principal) {
+            (_, None) => principal,
+            (None, Some(_)) => UNIX_EPOCH,
+            (Some(h), Some(_)) => h.due,
+        }
+        .max(self.renew_task.due);
+        let mut next = self.ring_task.due.min(principal).min(handshake);
         if self.publish_task.failures > 0 {
             next = next.min(self.publish_task.due);
         }
@@ -824,9 +840,10 @@ impl Workload {
             None => true,
             Some(p) => p.due <= now || ctx.revoked(p.stored.info.revocation_id),
         };
-        if principal_needed && self.renew_task.is_due(now) {
+        if principal_needed && self.principal_task.is_due(now) {
             match self.renew_principal(ctx).await {
                 Ok(()) => {
+                    self.principal_task.succeeded(UNIX_EPOCH, &self.who);
                     metrics::counter!("alts_agent_renewals_total", &self.labels_with("principal"))
                         .increment(1);
                     // Re-mint right away under the new principal.
@@ -834,7 +851,7 @@ impl Workload {
                         h.due = now;
                     }
                 }
-                Err(e) => self.renew_task.failed(&e, lt, ctx.rng, &self.who),
+                Err(e) => self.principal_task.failed(&e, lt, ctx.rng, &self.who),
             }
         }
         // Handshake certificate: missing, due, or revoked.
