@@ -1331,3 +1331,103 @@ async fn handshake_renewal_goes_on_during_an_outage_while_reserved_ids_last() {
     assert!(agent.all_fresh(), "{:?}", agent.status());
     load(&gdir);
 }
+
+/// The process-wide metrics recorder of this test binary (other tests record
+/// into it too; assertions select the labels of their own workload).
+fn snapshotter() -> &'static metrics_util::debugging::Snapshotter {
+    static S: std::sync::OnceLock<metrics_util::debugging::Snapshotter> = std::sync::OnceLock::new();
+    S.get_or_init(|| {
+        let recorder = metrics_util::debugging::DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        recorder.install().expect("install the metrics recorder");
+        snapshotter
+    })
+}
+
+type Snap = Vec<(metrics_util::CompositeKey, metrics_util::debugging::DebugValue)>;
+
+/// A snapshot (counters are drained by each one: counts since the last).
+fn snap() -> Snap {
+    snapshotter()
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(k, _, _, v)| (k, v))
+        .collect()
+}
+
+/// Values of the metrics named `name` with `labels` in `snap`.
+fn metric(snap: &Snap, name: &str, labels: &[(&str, &str)]) -> Vec<f64> {
+    use metrics_util::debugging::DebugValue;
+    snap.iter()
+        .filter(|(k, _)| {
+            let key = k.key();
+            key.name() == name
+                && labels
+                    .iter()
+                    .all(|(l, v)| key.labels().any(|x| x.key() == *l && x.value() == *v))
+        })
+        .map(|(_, v)| match v {
+            DebugValue::Counter(n) => *n as f64,
+            DebugValue::Gauge(g) => g.into_inner(),
+            DebugValue::Histogram(h) => h.len() as f64,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_report_expiry_renewals_failures_and_the_alarm() {
+    let _ = snap(); // drain counters recorded so far
+    let mut ca = TestCa::new();
+    let stub = StubState::new(&ca);
+    let signer = start_signer(&mut ca, stub, None).await;
+    let w = wl(&ca, "metrics-prod", "cell-m", "metrics");
+    let cfg = agent_config(
+        &mut ca,
+        "agent-host-1",
+        signer.addr,
+        "handshake_lifetime = \"2s\"\nrenew_at = 0.3\njitter = 0.05\nrevocation_id_batch = 1\n",
+        &[w],
+    );
+    let mut agent = Agent::new(cfg).await.expect("agent");
+    agent.pass().await;
+    let m = snap();
+    let labels = [("identity", "metrics-prod"), ("cell", "cell-m")];
+    let hs = [labels[0], labels[1], ("cert", "handshake")];
+    let pr = [labels[0], labels[1], ("cert", "principal")];
+    let mut renewals = metric(&m, "alts_agent_renewals_total", &hs).iter().sum::<f64>();
+    assert_eq!(renewals, 1.0);
+    assert_eq!(metric(&m, "alts_agent_renewals_total", &pr), vec![1.0]);
+    let expiry = metric(&m, "alts_agent_seconds_to_expiry", &hs);
+    assert!(
+        expiry.len() == 1 && expiry[0] > 0.5 && expiry[0] <= 3.0,
+        "{expiry:?}"
+    );
+    let principal_expiry = metric(&m, "alts_agent_seconds_to_expiry", &pr);
+    assert!(principal_expiry[0] > 29.0 * 86_400.0, "{principal_expiry:?}");
+    assert_eq!(metric(&m, "alts_agent_expiry_alarm", &labels), vec![0.0]);
+
+    // Signer down: the mint fails (no reserved IDs left), then the alarm.
+    let _ = signer.stop().await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut failures = 0.0;
+    loop {
+        agent.pass().await;
+        let m = snap();
+        failures += metric(&m, "alts_agent_failures_total", &[("op", "mint")])
+            .iter()
+            .sum::<f64>();
+        renewals += metric(&m, "alts_agent_renewals_total", &hs).iter().sum::<f64>();
+        if metric(&m, "alts_agent_expiry_alarm", &labels) == vec![1.0] && failures >= 1.0 {
+            assert!(
+                metric(&m, "alts_agent_consecutive_failures", &[("op", "mint")])
+                    .iter()
+                    .any(|v| *v >= 1.0)
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no alarm: {:?}", agent.status());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(renewals, 1.0, "no renewal while the signer is down");
+}

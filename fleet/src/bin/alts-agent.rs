@@ -4,6 +4,7 @@
 //! ```text
 //! alts-agent --config /etc/alts/agent.toml          # run until SIGTERM / Ctrl-C
 //! alts-agent --config /etc/alts/agent.toml --once   # one pass (init containers)
+//! alts-agent --config /etc/alts/agent.toml --metrics-listen 127.0.0.1:9464
 //! ```
 //!
 //! Exit status: 0 when running ended by a signal, or with `--once` when every
@@ -32,6 +33,10 @@ struct Cli {
     /// Run one pass and exit: 0 if every workload is fresh, 1 otherwise.
     #[arg(long)]
     once: bool,
+    /// Serve the `alts_agent_*` metrics for Prometheus at
+    /// `http://ADDR/metrics` (e.g. `127.0.0.1:9464`).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 fn main() -> ExitCode {
@@ -58,6 +63,14 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> ExitCode {
+    if let Some(addr) = cli.metrics_listen
+        && let Err(e) = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .install()
+    {
+        eprintln!("alts-agent: metrics listener on {addr}: {e}");
+        return ExitCode::from(2);
+    }
     let config = match AgentConfig::from_file(&cli.config) {
         Ok(c) => c,
         Err(e) => {
