@@ -1414,13 +1414,12 @@ async fn metrics_report_expiry_renewals_failures_and_the_alarm() {
     loop {
         agent.pass().await;
         let m = snap();
-        failures += metric(&m, "alts_agent_failures_total", &[("op", "mint")])
-            .iter()
-            .sum::<f64>();
+        let mint = [("op", "mint"), labels[0], labels[1]];
+        failures += metric(&m, "alts_agent_failures_total", &mint).iter().sum::<f64>();
         renewals += metric(&m, "alts_agent_renewals_total", &hs).iter().sum::<f64>();
         if metric(&m, "alts_agent_expiry_alarm", &labels) == vec![1.0] && failures >= 1.0 {
             assert!(
-                metric(&m, "alts_agent_consecutive_failures", &[("op", "mint")])
+                metric(&m, "alts_agent_consecutive_failures", &mint)
                     .iter()
                     .any(|v| *v >= 1.0)
             );

@@ -28,9 +28,11 @@
 //!   has less than 20% of its lifetime left),
 //! - `alts_agent_renewals_total{identity, cell, cert}` (counter),
 //! - `alts_agent_publishes_total{identity, cell}` (counter),
-//! - `alts_agent_failures_total{op}` (counter; `op` is the signer call or
-//!   `publish`, `mint`),
-//! - `alts_agent_consecutive_failures{op}` (gauge),
+//! - `alts_agent_failures_total{op, identity, cell}` (counter; `op` is
+//!   `IssuePrincipal`, `mint` (including `AllocateRevocationIds`),
+//!   `GetKeyRing`, `publish`, or, without workload labels, `FetchCrl` and
+//!   `policy`),
+//! - `alts_agent_consecutive_failures{op, identity, cell}` (gauge),
 //! - `alts_agent_crl_issued_at_seconds` (gauge).
 //!
 //! An expiry alarm and an operation that failed three times in a row are
@@ -194,6 +196,8 @@ fn unit(rng: &RingRandom) -> f64 {
 #[derive(Debug)]
 struct Task {
     op: &'static str,
+    /// Metric labels: `op`, and `identity` and `cell` for a workload's task.
+    labels: Vec<(&'static str, String)>,
     due: SystemTime,
     failures: u32,
 }
@@ -202,9 +206,17 @@ impl Task {
     fn new(op: &'static str) -> Self {
         Self {
             op,
+            labels: vec![("op", op.to_owned())],
             due: UNIX_EPOCH,
             failures: 0,
         }
+    }
+
+    fn for_workload(op: &'static str, w: &WorkloadConfig) -> Self {
+        let mut t = Self::new(op);
+        t.labels.push(("identity", w.identity.clone()));
+        t.labels.push(("cell", w.cell.clone()));
+        t
     }
 
     fn is_due(&self, now: SystemTime) -> bool {
@@ -217,13 +229,13 @@ impl Task {
         }
         self.failures = 0;
         self.due = next;
-        metrics::gauge!("alts_agent_consecutive_failures", "op" => self.op).set(0.0);
+        metrics::gauge!("alts_agent_consecutive_failures", &self.labels).set(0.0);
     }
 
     fn failed(&mut self, err: &AgentError, lt: &Lifetimes, rng: &RingRandom, who: &str) {
         self.failures = self.failures.saturating_add(1);
-        metrics::counter!("alts_agent_failures_total", "op" => self.op).increment(1);
-        metrics::gauge!("alts_agent_consecutive_failures", "op" => self.op).set(f64::from(self.failures));
+        metrics::counter!("alts_agent_failures_total", &self.labels).increment(1);
+        metrics::gauge!("alts_agent_consecutive_failures", &self.labels).set(f64::from(self.failures));
         if self.failures == FAILURES_BEFORE_WARNING {
             tracing::warn!(op = self.op, who, error = %err, "keeps failing ({} times in a row); retrying with backoff, current credentials stay", self.failures);
         } else {
@@ -477,10 +489,10 @@ impl Agent {
                 principal,
                 handshake: None,
                 ring: None,
-                ring_task: Task::new("GetKeyRing"),
-                principal_task: Task::new("IssuePrincipal"),
-                renew_task: Task::new("mint"),
-                publish_task: Task::new("publish"),
+                ring_task: Task::for_workload("GetKeyRing", w),
+                principal_task: Task::for_workload("IssuePrincipal", w),
+                renew_task: Task::for_workload("mint", w),
+                publish_task: Task::for_workload("publish", w),
                 published: None,
                 generation: None,
                 alarm: false,
