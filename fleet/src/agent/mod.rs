@@ -451,6 +451,7 @@ impl Agent {
         let root_bytes = read_file(&root_path, alts_core::cert::MAX_ROOT_KEY_LEN)?;
         let root = RootKey::from_bytes(&root_bytes).map_err(cert_err("agent root.pub"))?;
         let (policy_bytes, policy) = load_policy(&cfg.issuance_policy)?;
+        let policy = Arc::new(policy);
         let rng = RingRandom::default();
 
         let mut crl = None;
@@ -497,7 +498,7 @@ impl Agent {
                 generation: None,
                 alarm: false,
             };
-            wl.adopt_published(&root, &cfg.lifetimes, &rng, &mut crl);
+            wl.adopt_published(&root, &policy, &cfg.lifetimes, &rng, &mut crl);
             workloads.push(wl);
         }
         Ok(Self {
@@ -508,7 +509,7 @@ impl Agent {
             root,
             root_bytes,
             policy_bytes,
-            policy: Arc::new(policy),
+            policy,
             crl,
             crl_task: Task::new("FetchCrl"),
             workloads,
@@ -773,7 +774,14 @@ impl Workload {
     /// Takes over a set already published in the workload directory (after
     /// a restart) when it is consistent and belongs to this workload; a
     /// newer revocation list found there is adopted if it verifies.
-    fn adopt_published(&mut self, root: &RootKey, lt: &Lifetimes, rng: &RingRandom, crl: &mut Option<Crl>) {
+    fn adopt_published(
+        &mut self,
+        root: &RootKey,
+        policy: &Arc<IssuancePolicy>,
+        lt: &Lifetimes,
+        rng: &RingRandom,
+        crl: &mut Option<Crl>,
+    ) {
         let dir = &self.cfg.dir;
         let Some(generation) = layout::current_generation(dir) else {
             return;
@@ -806,6 +814,15 @@ impl Workload {
         let info = creds.info().clone();
         if info.principal.identity != self.cfg.identity || info.principal.category != self.cfg.category {
             tracing::warn!(dir = %dir.display(), "published credentials are for another identity; replacing them");
+            return;
+        }
+        // Kept only if a peer would accept it now (root, validity, policy, revocation).
+        let mut verifier = Verifier::new(root.clone(), policy.clone());
+        if let Some(c) = crl.as_ref() {
+            verifier = verifier.with_crl(c.list.clone());
+        }
+        if let Err(e) = verifier.verify_handshake_cert(&cert, unix_now()) {
+            tracing::warn!(dir = %dir.display(), error = %e, "published certificate does not verify; replacing it");
             return;
         }
         let Some((from, to)) = handshake_window(&info) else {
