@@ -279,8 +279,8 @@ impl AgentConfig {
             ));
         }
         check_name(&signer.identity).map_err(|w| invalid("signer.identity", w))?;
-        if signer.timeout < Duration::from_millis(100) {
-            return Err(invalid("signer.timeout", "at least 100ms".into()));
+        if signer.timeout < Duration::from_millis(100) || signer.timeout > Duration::from_secs(600) {
+            return Err(invalid("signer.timeout", "between 100ms and 10m".into()));
         }
 
         let lifetimes = Lifetimes {
@@ -330,9 +330,10 @@ impl AgentConfig {
             ("crl_refresh", l.crl_refresh),
             ("key_ring_refresh", l.key_ring_refresh),
             ("retry_min", l.retry_min),
+            ("retry_max", l.retry_max),
         ] {
-            if d < Duration::from_millis(100) {
-                return Err(invalid(field, "at least 100ms".into()));
+            if d < Duration::from_millis(100) || d > Duration::from_secs(86_400) {
+                return Err(invalid(field, "between 100ms and 24h".into()));
             }
         }
         if l.retry_max < l.retry_min {
@@ -518,6 +519,8 @@ mode = "0640"
         assert_eq!(field_of(parse("renew_at = 0.9\n")), "jitter");
         assert_eq!(field_of(parse("renew_at = 1.5\n")), "renew_at");
         assert_eq!(field_of(parse("jitter = -0.1\n")), "jitter");
+        assert_eq!(field_of(parse("retry_max = \"1000000years\"\n")), "retry_max");
+        assert_eq!(field_of(parse("crl_refresh = \"10ms\"\n")), "crl_refresh");
         assert_eq!(
             field_of(parse(
                 "principal_validity = \"1h\"\nhandshake_lifetime = \"2h\"\n"

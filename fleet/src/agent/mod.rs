@@ -175,8 +175,21 @@ fn secs(t: SystemTime) -> f64 {
     }
 }
 
+/// Far enough in the future for any schedule (about 34,800 years).
+const FAR_FUTURE: Duration = Duration::from_secs(1 << 40);
+
+/// The time `s` Unix seconds (clamped to the epoch and to [`FAR_FUTURE`]).
 fn at(s: f64) -> SystemTime {
-    UNIX_EPOCH + Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::ZERO)
+    let d = Duration::try_from_secs_f64(s.max(0.0))
+        .unwrap_or(Duration::ZERO)
+        .min(FAR_FUTURE);
+    UNIX_EPOCH + d
+}
+
+/// Now plus `d` (saturating).
+fn later(d: Duration) -> SystemTime {
+    let now = SystemTime::now();
+    now.checked_add(d.min(FAR_FUTURE)).unwrap_or(now)
 }
 
 fn unix_now() -> UnixTime {
@@ -244,7 +257,7 @@ impl Task {
         let exp = self.failures.saturating_sub(1).min(20);
         let base = lt.retry_min.saturating_mul(1u32 << exp).min(lt.retry_max);
         let delay = base.mul_f64(0.75 + 0.25 * unit(rng));
-        self.due = SystemTime::now() + delay;
+        self.due = later(delay);
     }
 }
 
@@ -548,7 +561,7 @@ impl Agent {
             match self.refresh_crl().await {
                 Ok(()) => self
                     .crl_task
-                    .succeeded(now + self.cfg.lifetimes.crl_refresh, "agent"),
+                    .succeeded(later(self.cfg.lifetimes.crl_refresh), "agent"),
                 Err(e) => self.crl_task.failed(&e, &self.cfg.lifetimes, &self.rng, "agent"),
             }
         }
@@ -1037,7 +1050,7 @@ impl Workload {
             tracing::info!(workload = %self.who, "new resumption key ring");
             self.ring = Some(text);
         }
-        let refresh = SystemTime::now() + ctx.cfg.lifetimes.key_ring_refresh;
+        let refresh = later(ctx.cfg.lifetimes.key_ring_refresh);
         // Fetch again just after the announced rotation when that comes first.
         let rotation = at(resp.next_rotation_at as f64 + 1.0);
         Ok(if resp.next_rotation_at > 0 && rotation > SystemTime::now() {
@@ -1142,7 +1155,7 @@ async fn mint(ctx: &Ctx<'_>, w: &WorkloadConfig, p: &StoredPrincipal) -> Result<
     // shorter one left by the principal), counted from the minting instant.
     let life = (na as f64 - issued).min(ctx.cfg.lifetimes.handshake_lifetime.as_secs_f64());
     let frac = ctx.cfg.lifetimes.renew_at + ctx.cfg.lifetimes.jitter * unit(ctx.rng);
-    let due = at(issued + life * frac).max(SystemTime::now() + Duration::from_millis(100));
+    let due = at(issued + life * frac).max(later(Duration::from_millis(100)));
     Ok(Handshake {
         cert,
         key: Zeroizing::new(static_key.secret_bytes().to_vec()),
