@@ -16,3 +16,5 @@ pub mod signer;
 pub mod pb {
     tonic::include_proto!("alts.fleet.v1");
 }
+
+pub mod agent;
