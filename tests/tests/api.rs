@@ -408,3 +408,33 @@ async fn bind_with_backlog() {
     assert_serving(addr, &fx.config(&c), "frontend-prod").await;
     server.abort();
 }
+
+/// The credential agent's layout (a `..data` symlink to the current
+/// generation, top-level links through it): a load reads one generation,
+/// and swapping `..data` rotates every file at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn data_symlink_layout_loads_one_generation() {
+    let mut fx = Fixture::new();
+    let one = fx.issue("echo-prod");
+    let two = fx.issue("echo2-prod");
+    let dir = fx.tmp.path().join("agent-layout");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let names = ["handshake.cert", "handshake.key", "root.pub"];
+    for (generation, src) in [("..gen1", &one), ("..gen2", &two)] {
+        std::fs::create_dir_all(dir.join(generation)).expect("generation");
+        for n in names {
+            std::fs::copy(src.dir.join(n), dir.join(generation).join(n)).expect("copy");
+        }
+    }
+    std::os::unix::fs::symlink("..gen1", dir.join("..data")).expect("..data");
+    for n in names {
+        std::os::unix::fs::symlink(format!("..data/{n}"), dir.join(n)).expect("link");
+    }
+    let config = AltsConfig::from_files(CredentialFiles::from_dir(&dir).accept_any_issuer()).expect("load");
+    assert_eq!(config.local_identity(), "echo-prod");
+    // Swap the generation the way the agent does: a new link renamed over `..data`.
+    std::os::unix::fs::symlink("..gen2", dir.join("..data_tmp")).expect("tmp link");
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).expect("swap");
+    config.reloader().expect("reloader").reload().expect("reload");
+    assert_eq!(config.local_identity(), "echo2-prod");
+}

@@ -250,6 +250,30 @@ impl CredentialFiles {
             .or_else(|| self.optional(file_names::KEY_RING))
     }
 
+    /// This set with the credential directory's `..data` link (the layout
+    /// the credential agent and Kubernetes secret volumes write: each
+    /// generation in its own directory, swapped by renaming one symlink)
+    /// resolved once, so one load reads every file from one generation.
+    fn resolved(&self) -> std::borrow::Cow<'_, Self> {
+        let data = self.creds_dir.join("..data");
+        let Ok(generation) = std::fs::canonicalize(&data) else {
+            return std::borrow::Cow::Borrowed(self);
+        };
+        let rebase = |p: &Path| match p.parent() {
+            Some(parent) if parent == self.creds_dir => p
+                .file_name()
+                .map_or_else(|| p.to_path_buf(), |f| generation.join(f)),
+            _ => p.to_path_buf(),
+        };
+        let mut r = self.clone();
+        r.root = rebase(&self.root);
+        r.policy = self.policy.as_deref().map(rebase);
+        r.crl = self.crl.as_deref().map(rebase);
+        r.key_ring = self.key_ring.as_deref().map(rebase);
+        r.creds_dir = generation;
+        std::borrow::Cow::Owned(r)
+    }
+
     fn optional(&self, name: &str) -> Option<PathBuf> {
         let p = self.creds_dir.join(name);
         (self.whole_dir && p.exists()).then_some(p)
@@ -275,6 +299,10 @@ impl CredentialFiles {
 
     /// Reads and checks every file.
     pub fn load(&self) -> Result<(Arc<LocalCredentials>, Arc<Verifier>), AltsError> {
+        self.resolved().load_inner()
+    }
+
+    fn load_inner(&self) -> Result<(Arc<LocalCredentials>, Arc<Verifier>), AltsError> {
         let cert_path = self.creds_dir.join(file_names::HANDSHAKE_CERT);
         let key_path = self.creds_dir.join(file_names::HANDSHAKE_KEY);
         let cert = read(&cert_path)?;
@@ -343,9 +371,10 @@ impl CredentialFiles {
     }
 
     fn load_material(&self) -> Result<Material, AltsError> {
-        let (credentials, verifier) = self.load()?;
+        let files = self.resolved();
+        let (credentials, verifier) = files.load_inner()?;
         let mut m = Material::new(credentials, verifier);
-        m.key_ring = self.load_key_ring()?;
+        m.key_ring = files.load_key_ring()?;
         Ok(m)
     }
 
