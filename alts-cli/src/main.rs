@@ -7,9 +7,9 @@
 //! type, bad arguments).
 //!
 //! Defaults (documented in `--help` too):
-//! - principal certificates have **no expiry** unless `--valid-for` is given
-//!   (many production certificates carry no expiry because clock skew causes
-//!   outages; the revocation list is the source of truth);
+//! - principal certificates are valid 90 days unless `--valid-for` is
+//!   given; `--no-expiry` issues one without expiry (the revocation list is
+//!   then the only way to end it; verifiers warn about such certificates);
 //! - handshake certificates are valid 20 h for people, 48 h otherwise, and
 //!   at most 7 days (the longest lifetime verifiers accept by default) unless
 //!   `--allow-long-lifetime` is given;
@@ -135,9 +135,12 @@ enum IssueCmd {
         /// person, machine or workload.
         #[arg(long, value_parser = parse_category)]
         category: Category,
-        /// Validity from now, e.g. 90days (default: no expiry).
-        #[arg(long)]
+        /// Validity from now, e.g. 30days (default: 90 days).
+        #[arg(long, conflicts_with = "no_expiry")]
         valid_for: Option<humantime::Duration>,
+        /// Issue a principal certificate that never expires (only revocation ends it).
+        #[arg(long)]
+        no_expiry: bool,
         /// Revocation ID, decimal or 0x-hex (default: random in the category's range).
         #[arg(long, value_parser = parse_u64)]
         revocation_id: Option<u64>,
@@ -281,6 +284,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 identity,
                 category,
                 valid_for,
+                no_expiry,
                 revocation_id,
                 out,
             } => issue_principal_cmd(
@@ -288,7 +292,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 issuer,
                 identity,
                 category,
-                valid_for.map(Into::into),
+                match (valid_for, no_expiry) {
+                    (_, true) => None,
+                    (Some(d), false) => Some(d.into()),
+                    (None, false) => Some(DEFAULT_PRINCIPAL_VALIDITY),
+                },
                 revocation_id,
                 &out,
             ),
@@ -352,6 +360,9 @@ fn warn_category_byte(id: u64, category: Category) {
         );
     }
 }
+
+/// Default lifetime of a principal certificate issued by `alts issue principal`.
+const DEFAULT_PRINCIPAL_VALIDITY: Duration = Duration::from_secs(90 * 86_400);
 
 fn issue_principal_cmd(
     ca: &Path,

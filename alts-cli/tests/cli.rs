@@ -746,3 +746,50 @@ fn handshake_lifetime_above_seven_days_needs_an_explicit_flag() {
     );
     assert!(t.contains("lifetime"), "{t}");
 }
+
+/// Principal certificates expire after 90 days by default; `--no-expiry`
+/// is the explicit way to issue one that never does.
+#[test]
+fn principal_certificates_expire_by_default() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    ok(d, &["ca", "init", "--out", "ca"]);
+    let base = [
+        "issue",
+        "principal",
+        "--ca",
+        "ca",
+        "--issuer",
+        "scheduler",
+        "--category",
+        "workload",
+    ];
+    let default = ok(d, &[&base[..], &["--identity", "a-prod", "--out", "a"]].concat());
+    assert!(!default.contains("expires: never"), "{default}");
+    let forever = ok(
+        d,
+        &[&base[..], &["--identity", "b-prod", "--no-expiry", "--out", "b"]].concat(),
+    );
+    assert!(forever.contains("expires: never"), "{forever}");
+    let both = fails(
+        d,
+        &[
+            &base[..],
+            &[
+                "--identity",
+                "c-prod",
+                "--no-expiry",
+                "--valid-for",
+                "1day",
+                "--out",
+                "c",
+            ],
+        ]
+        .concat(),
+        2,
+    );
+    assert!(
+        both.contains("--no-expiry") || both.contains("cannot be used"),
+        "{both}"
+    );
+}
