@@ -69,7 +69,8 @@ async fn main() -> anyhow::Result<ExitCode> {
     }
 
     let alts = AltsConfig::from_files(files)?;
-    let _reloader = alts.reloader()?.spawn(std::time::Duration::from_secs(30));
+    // Rotated certificates, CRL and policy are in effect within a second.
+    let _reloader = alts.reloader()?.watch();
     let incoming = AltsIncoming::bind(&a.listen, alts).await?;
     println!("serving ALTS on {}", incoming.local_addr());
     Server::builder()
