@@ -144,7 +144,17 @@ pub struct ChainTrust {
 }
 
 impl ChainTrust {
-    /// The trust of a chain `verifier` verified at `now` (a full handshake).
+    /// The trust of `peer`'s chain, verified at `now` (a full handshake):
+    /// the root that signed it.
+    pub fn of_peer(peer: &VerifiedPeer, now: UnixTime) -> Self {
+        Self {
+            root_key_id: peer.root_key_id,
+            verified_at: now,
+        }
+    }
+
+    /// The trust of a chain `verifier` verified at `now` under its primary
+    /// root (see [`ChainTrust::of_peer`] for the root that actually signed).
     pub fn verified_now(verifier: &Verifier, now: UnixTime) -> Self {
         Self {
             root_key_id: verifier.root().key_id(),
@@ -166,7 +176,7 @@ impl ChainTrust {
         max_chain_age_secs: i64,
         now: UnixTime,
     ) -> Result<(), TicketError> {
-        if self.root_key_id != verifier.root().key_id() {
+        if !verifier.trusts_root(&self.root_key_id) {
             return Err(TicketError::RootChanged);
         }
         if now >= self.deadline(max_chain_age_secs) {
@@ -515,6 +525,7 @@ pub(crate) fn check_contents(
             issuer: std::mem::take(&mut c.peer_issuer),
             principal_revocation_id: c.peer_principal_revocation_id,
             handshake_revocation_id: c.peer_handshake_revocation_id,
+            root_key_id,
             not_after: (c.peer_not_after != 0).then_some(UnixTime(c.peer_not_after)),
             static_public_key: [0u8; 32],
             handshake_ciphers: Vec::new(),

@@ -48,6 +48,9 @@ pub struct VerifiedPeer {
     pub principal_revocation_id: u64,
     /// Revocation ID of the handshake certificate.
     pub handshake_revocation_id: u64,
+    /// Key id of the root that signed the principal certificate
+    /// ([`crate::cert::RootKey::key_id`]).
+    pub root_key_id: [u8; 32],
     /// Earliest expiry of the two certificates; `None` = no expiry.
     pub not_after: Option<UnixTime>,
     /// The static X25519 public key to use in the handshake.
@@ -113,6 +116,8 @@ impl<V: Clone> Cache<V> {
 pub struct Verifier {
     root: RootKey,
     root_id: [u8; 32],
+    /// Further trusted roots (during a root rotation: the next or previous one).
+    extra_roots: Vec<RootKey>,
     policy: Arc<IssuancePolicy>,
     crl: Option<Arc<RevocationList>>,
     skew: i64,
@@ -131,6 +136,7 @@ impl Verifier {
         Self {
             root_id: root.key_id(),
             root,
+            extra_roots: Vec::new(),
             policy,
             crl: None,
             skew: DEFAULT_CLOCK_SKEW_SECS,
@@ -209,9 +215,38 @@ impl Verifier {
         self
     }
 
-    /// The trusted root key.
+    /// The trusted root key (the primary one of a trust bundle).
     pub fn root(&self) -> &RootKey {
         &self.root
+    }
+
+    /// Also trusts `root`: during a root rotation a trust bundle holds the
+    /// old and the new root, so both generations of certificates verify.
+    /// Removing a root later refuses its peers and their resumption tickets.
+    pub fn with_additional_root(mut self, root: RootKey) -> Self {
+        let id = root.key_id();
+        if id != self.root_id && !self.extra_roots.iter().any(|r| r.key_id() == id) {
+            self.extra_roots.push(root);
+        }
+        self
+    }
+
+    /// Every trusted root, the primary first.
+    pub fn roots(&self) -> impl Iterator<Item = &RootKey> {
+        std::iter::once(&self.root).chain(self.extra_roots.iter())
+    }
+
+    /// The trusted root with key id `id`.
+    pub fn root_by_id(&self, id: &[u8; 32]) -> Option<&RootKey> {
+        if *id == self.root_id {
+            return Some(&self.root);
+        }
+        self.extra_roots.iter().find(|r| r.key_id() == *id)
+    }
+
+    /// Whether the root with key id `id` is trusted.
+    pub fn trusts_root(&self, id: &[u8; 32]) -> bool {
+        self.root_by_id(id).is_some()
     }
 
     /// The issuance policy.
@@ -254,11 +289,11 @@ impl Verifier {
         if self.lock_cache().get(&key).as_ref() == Some(&principal.info) {
             return Ok(());
         }
-        if principal.info.root_key_id != self.root_id {
+        let Some(root) = self.root_by_id(&principal.info.root_key_id) else {
             return Err(CertError::WrongRoot);
-        }
+        };
         if !verify_signature(
-            self.root.public_key(),
+            root.public_key(),
             PRINCIPAL_CONTEXT,
             &principal.message.tbs,
             principal.message.signature_algorithm,
@@ -312,6 +347,7 @@ impl Verifier {
             issuer: p.issuer.clone(),
             principal_revocation_id: p.revocation_id,
             handshake_revocation_id: info.revocation_id,
+            root_key_id: p.root_key_id,
             not_after,
             static_public_key: info.static_public_key,
             handshake_ciphers: info.handshake_ciphers.clone(),

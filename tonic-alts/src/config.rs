@@ -82,6 +82,7 @@ pub struct CredentialFiles {
     policy: Option<PathBuf>,
     crl: Option<PathBuf>,
     key_ring: Option<PathBuf>,
+    extra_roots: Vec<PathBuf>,
     accept_any_issuer: bool,
     /// `from_dir`: also use the optional files of the directory if present.
     whole_dir: bool,
@@ -104,6 +105,7 @@ impl CredentialFiles {
             policy: None,
             crl: None,
             key_ring: None,
+            extra_roots: Vec::new(),
             accept_any_issuer: false,
             whole_dir: false,
             chain_cache: None,
@@ -173,6 +175,17 @@ impl CredentialFiles {
     /// refused with [`ConfigError::CrlTooOld`] until a fresh list is loaded.
     pub fn enforce_crl_max_age(mut self) -> Self {
         self.enforce_crl_max_age = true;
+        self
+    }
+
+    /// Also trusts the root public key in `path` (repeatable): during a root
+    /// rotation, a trust bundle of the old and the new root lets both
+    /// generations of certificates interoperate. Deleting that file (and
+    /// reloading) ends the trust: the old root's peers and their resumption
+    /// tickets are refused. A file that exists but does not parse fails the
+    /// load (the old material stays).
+    pub fn additional_root(mut self, path: impl Into<PathBuf>) -> Self {
+        self.extra_roots.push(path.into());
         self
     }
 
@@ -270,6 +283,7 @@ impl CredentialFiles {
         r.policy = self.policy.as_deref().map(rebase);
         r.crl = self.crl.as_deref().map(rebase);
         r.key_ring = self.key_ring.as_deref().map(rebase);
+        r.extra_roots = self.extra_roots.iter().map(|p| rebase(p)).collect();
         r.creds_dir = generation;
         std::borrow::Cow::Owned(r)
     }
@@ -294,6 +308,7 @@ impl CredentialFiles {
         v.extend(self.policy.clone());
         v.extend(self.crl.clone());
         v.extend(self.key_ring.clone());
+        v.extend(self.extra_roots.iter().cloned());
         v
     }
 
@@ -335,8 +350,25 @@ impl CredentialFiles {
             None => return Err(ConfigError::NoIssuancePolicy.into()),
         };
         let mut verifier = Verifier::new(root.clone(), Arc::new(policy));
+        for path in &self.extra_roots {
+            // A removed file ends the trust in that root (the end of a rotation).
+            let bytes = match std::fs::read(path) {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(AltsError::file(path, FileError::Read(e))),
+            };
+            let extra =
+                RootKey::from_bytes(&bytes).map_err(|e| AltsError::file(path, FileError::Credentials(e)))?;
+            verifier = verifier.with_additional_root(extra);
+        }
         if let Some(p) = self.crl_path() {
-            let crl = RevocationList::from_signed_bytes(&read(&p)?, &root)
+            let bytes = read(&p)?;
+            // Signed by any trusted root (the old or the new one during a rotation).
+            let crl = verifier
+                .roots()
+                .map(|r| RevocationList::from_signed_bytes(&bytes, r))
+                .reduce(|first, next| first.or(next))
+                .unwrap_or_else(|| RevocationList::from_signed_bytes(&bytes, &root))
                 .map_err(|e| AltsError::file(&p, FileError::Crl(e)))?;
             verifier = verifier.with_crl(Arc::new(crl));
         }

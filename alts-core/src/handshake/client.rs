@@ -265,7 +265,7 @@ impl ClientHandshake {
             c.verifier.recheck(&peer, self.now)?;
         }
         self.check_target(&peer)?;
-        let trust = resumed_trust.unwrap_or_else(|| ChainTrust::verified_now(&c.verifier, self.now));
+        let trust = resumed_trust.unwrap_or_else(|| ChainTrust::of_peer(&peer, self.now));
         let lists = PeerLists::of(&peer, resumption.resumed());
         if let Some(reason) = cipher_refusal(c, &si.handshake_cipher, lists) {
             return Err(HandshakeError::NotAllowed {

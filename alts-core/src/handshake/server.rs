@@ -340,7 +340,7 @@ impl ServerHandshake {
             .map_err(|()| HandshakeError::Malformed("key schedule"))?;
 
         let local = c.credentials.identity().to_owned();
-        let trust = resumed_trust.unwrap_or_else(|| ChainTrust::verified_now(&c.verifier, self.now));
+        let trust = resumed_trust.unwrap_or_else(|| ChainTrust::of_peer(&peer, self.now));
         let mut sf_ticket = None;
         if let Some(r) = c.resumption.as_ref().filter(|_| !kci)
             && let Some(expires_at) = r.ticket_expiry(&peer, &trust, self.now)
