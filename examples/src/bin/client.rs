@@ -44,6 +44,12 @@ struct Args {
     /// INSECURE: with no --target, accept any server identity the policy allows.
     #[arg(long, conflicts_with = "target")]
     accept_any_server: bool,
+    /// Number of calls, all over the one connection (exit status 1 if any fails).
+    #[arg(long, default_value_t = 1)]
+    repeat: u32,
+    /// Pause between calls, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    interval_ms: u64,
 }
 
 #[tokio::main]
@@ -85,19 +91,38 @@ async fn main() -> anyhow::Result<ExitCode> {
     } else {
         connector
     };
+    let peers = connector.clone();
     let channel = Endpoint::from_shared(a.server)?
         .connect_with_connector(connector)
         .await?;
-    let reply = EchoClient::new(channel)
-        .unary(EchoRequest {
-            message: "hello".into(),
-            payload: vec![],
-        })
-        .await?;
-    println!(
-        "reply: {:?} (server saw us as {:?})",
-        reply.get_ref().message,
-        reply.get_ref().peer_identity
-    );
-    Ok(ExitCode::SUCCESS)
+    // The server's handshake certificate on this connection.
+    if let Some(peer) = peers.last_peer() {
+        let id = peer.handshake_revocation_id.unwrap_or_default();
+        println!("server {} handshake certificate {id:#018x}", peer.identity);
+    }
+    let mut client = EchoClient::new(channel);
+    let mut failed = 0u32;
+    for i in 0..a.repeat.max(1) {
+        if i > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(a.interval_ms)).await;
+        }
+        let reply = client
+            .unary(EchoRequest {
+                message: "hello".into(),
+                payload: vec![],
+            })
+            .await;
+        match reply {
+            Ok(reply) => println!(
+                "reply: {:?} (server saw us as {:?})",
+                reply.get_ref().message,
+                reply.get_ref().peer_identity
+            ),
+            Err(status) => {
+                failed += 1;
+                println!("call {i} failed: {status}");
+            }
+        }
+    }
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
