@@ -72,6 +72,11 @@ struct Args {
     /// The signing service's root.pub.
     #[arg(long, requires = "creds")]
     root: Option<PathBuf>,
+    /// A further trusted root public key (repeatable): during a root
+    /// rotation, the bundle of old and new roots. Deleting the file ends its
+    /// trust at the next reload.
+    #[arg(long = "additional-root", value_name = "FILE")]
+    additional_root: Vec<PathBuf>,
     /// Issuance policy TOML (which issuers may issue which identities).
     /// Required unless --accept-any-issuer.
     #[arg(long, conflicts_with = "accept_any_issuer")]
@@ -211,6 +216,10 @@ async fn main() -> ExitCode {
         );
     }
 
+    let files = args
+        .additional_root
+        .iter()
+        .fold(files, |f, r| f.additional_root(r));
     let config = match AltsConfig::from_files(files) {
         Ok(c) => c,
         Err(e) => {
