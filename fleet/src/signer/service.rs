@@ -255,6 +255,29 @@ impl SignerService {
         denied()
     }
 
+    /// The policies in force and the signer policy's verdict on `caller`
+    /// (`check`), or, without a signer policy, the explicit allow-any-caller
+    /// opt-in (`None`). Refusals are logged and audited.
+    async fn authorize<T>(
+        &self,
+        caller: &str,
+        method: &str,
+        check: impl FnOnce(&super::policy::SignerPolicy) -> Result<T, super::policy::SignerDenied>,
+    ) -> Result<(Arc<LoadedPolicies>, Option<T>), Status> {
+        let Some(policies) = self.policies() else {
+            return Err(self.refuse(caller, method, "policies unavailable".into()).await);
+        };
+        let verdict = match &policies.signer {
+            Some(p) => check(p).map(Some).map_err(|d| d.to_string()),
+            None if self.s.allow_any_caller => Ok(None),
+            None => Err("no signer policy configured".to_owned()),
+        };
+        match verdict {
+            Ok(v) => Ok((policies, v)),
+            Err(reason) => Err(self.refuse(caller, method, reason).await),
+        }
+    }
+
     fn caller<T>(req: &Request<T>) -> Result<String, Status> {
         match req.alts_peer() {
             Some(p) => Ok(p.identity.clone()),
@@ -287,21 +310,13 @@ impl SignerService {
                 "public_key must be a 32-byte Ed25519 key",
             ));
         }
-        let Some(policies) = self.policies() else {
-            return Err(self.refuse(&caller, METHOD, "policies unavailable".into()).await);
-        };
-        let rule_cap = match &policies.signer {
-            Some(p) => match p.check_issue(&caller, &r.identity, category) {
-                Ok(rule) => rule.max_validity,
-                Err(d) => return Err(self.refuse(&caller, METHOD, d.to_string()).await),
-            },
-            None if self.s.allow_any_caller => None,
-            None => {
-                return Err(self
-                    .refuse(&caller, METHOD, "no signer policy configured".into())
-                    .await);
-            }
-        };
+        let (policies, rule_cap) = self
+            .authorize(&caller, METHOD, |p| {
+                p.check_issue(&caller, &r.identity, category)
+                    .map(|rule| rule.max_validity)
+            })
+            .await?;
+        let rule_cap = rule_cap.flatten();
         if let Err(d) = policies.issuance.check(&caller, category, &r.identity) {
             return Err(self
                 .refuse(
@@ -501,22 +516,8 @@ impl Signer for SignerService {
                 self.s.max_allocation
             )));
         }
-        let Some(policies) = self.policies() else {
-            return Err(self.refuse(&caller, METHOD, "policies unavailable".into()).await);
-        };
-        match &policies.signer {
-            Some(p) => {
-                if let Err(d) = p.check_caller(&caller) {
-                    return Err(self.refuse(&caller, METHOD, d.to_string()).await);
-                }
-            }
-            None if self.s.allow_any_caller => {}
-            None => {
-                return Err(self
-                    .refuse(&caller, METHOD, "no signer policy configured".into())
-                    .await);
-            }
-        }
+        self.authorize(&caller, METHOD, |p| p.check_caller(&caller))
+            .await?;
         let this = self.clone();
         tokio::spawn(async move {
             let first = this
@@ -592,22 +593,8 @@ impl Signer for SignerService {
                 "identity and cell must be 1 to 256 printable ASCII characters",
             ));
         }
-        let Some(policies) = self.policies() else {
-            return Err(self.refuse(&caller, METHOD, "policies unavailable".into()).await);
-        };
-        match &policies.signer {
-            Some(p) => {
-                if let Err(d) = p.check_identity(&caller, &r.identity) {
-                    return Err(self.refuse(&caller, METHOD, d.to_string()).await);
-                }
-            }
-            None if self.s.allow_any_caller => {}
-            None => {
-                return Err(self
-                    .refuse(&caller, METHOD, "no signer policy configured".into())
-                    .await);
-            }
-        }
+        self.authorize(&caller, METHOD, |p| p.check_identity(&caller, &r.identity))
+            .await?;
         let now = unix_now();
         let mut fresh =
             RingKey::generate(now).map_err(|e| internal("generating a resumption key failed", e))?;
