@@ -5,13 +5,10 @@
 //! to run without `--target` unless `--accept-any-server`.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use alts_core::UnixTime;
-use alts_core::cert::{self, Category, HandshakeParams, PrincipalParams, RootKey, SigningKey};
-use alts_core::crypto::{StaticKeyPair, default_provider};
+use alts_core::cert::Category;
 
 const SERVER: &str = env!("CARGO_BIN_EXE_server");
 const CLIENT: &str = env!("CARGO_BIN_EXE_client");
@@ -34,63 +31,36 @@ identities = ["network-admin"]
 issuers = ["netops-ca"]
 "#;
 
+/// A throwaway signing service (`alts_examples::Pki`) in a temp dir, with
+/// the policy above next to its `root.pub`.
 struct Pki {
     dir: tempfile::TempDir,
-    root_key: SigningKey,
+    pki: std::cell::RefCell<alts_examples::Pki>,
 }
 
 impl Pki {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let root_key = SigningKey::generate(default_provider().random.as_ref()).unwrap();
-        let root = RootKey::from_signing_key("test-signing-service", &root_key);
-        std::fs::write(dir.path().join("root.pub"), root.to_bytes()).unwrap();
+        let pki = alts_examples::Pki::new(dir.path()).unwrap();
         std::fs::write(dir.path().join("policy.toml"), POLICY).unwrap();
-        Self { dir, root_key }
+        Self {
+            dir,
+            pki: std::cell::RefCell::new(pki),
+        }
     }
 
     fn file(&self, name: &str) -> String {
         self.dir.path().join(name).display().to_string()
     }
 
-    /// A credential directory for `identity` issued by `issuer`.
+    /// A credential directory for `identity` (a workload) issued by `issuer`.
     fn issue(&self, name: &str, identity: &str, issuer: &str) -> String {
-        let provider = default_provider();
-        let rng = provider.random.as_ref();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
-        let validity = Some((UnixTime(now - 3600), UnixTime(now + 86_400)));
-        let principal_key = SigningKey::generate(rng).unwrap();
-        let principal = cert::issue_principal(
-            &self.root_key,
-            &PrincipalParams {
-                identity: identity.into(),
-                category: Category::Workload,
-                issuer: issuer.into(),
-                validity,
-                revocation_id: cert::random_revocation_id(Category::Workload, rng).unwrap(),
-            },
-            principal_key.public_key(),
-        )
-        .unwrap();
-        let key = StaticKeyPair::generate(rng).unwrap();
-        let hs = cert::issue_handshake(
-            &principal_key,
-            &principal,
-            &HandshakeParams::with_defaults(
-                *key.public_key(),
-                validity,
-                cert::random_revocation_id(Category::Workload, rng).unwrap(),
-            ),
-        )
-        .unwrap();
-        let dir: PathBuf = self.dir.path().join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("handshake.cert"), hs).unwrap();
-        std::fs::write(dir.join("handshake.key"), *key.secret_bytes()).unwrap();
-        dir.display().to_string()
+        let issued = self
+            .pki
+            .borrow_mut()
+            .issue(name, identity, Category::Workload, issuer, 86_400)
+            .unwrap();
+        issued.dir.display().to_string()
     }
 }
 
