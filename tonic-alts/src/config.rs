@@ -132,6 +132,15 @@ impl CredentialFiles {
         }
     }
 
+    /// [`from_dir`](Self::from_dir) of the directory the environment names:
+    /// `$ALTS_CREDENTIALS_DIR`, else `/run/alts/credentials`.
+    pub fn from_env() -> Self {
+        let dir = std::env::var_os(CREDENTIALS_DIR_ENV)
+            .filter(|d| !d.is_empty())
+            .map_or_else(|| PathBuf::from(DEFAULT_CREDENTIALS_DIR), PathBuf::from);
+        Self::from_dir(dir)
+    }
+
     /// Without an issuance policy, accepts chains from any issuer under the
     /// root (validity and revocation are still checked). This turns off the
     /// check that stops a user from obtaining a certificate for an identity
@@ -574,10 +583,7 @@ impl AltsConfig {
     /// `resumption.keys`). The same code then runs unchanged wherever the
     /// agent provides credentials. Fails closed without an issuance policy.
     pub fn from_env() -> Result<Self, AltsError> {
-        let dir = std::env::var_os(CREDENTIALS_DIR_ENV)
-            .filter(|d| !d.is_empty())
-            .map_or_else(|| PathBuf::from(DEFAULT_CREDENTIALS_DIR), PathBuf::from);
-        Self::from_files(CredentialFiles::from_dir(dir))
+        Self::from_files(CredentialFiles::from_env())
     }
 
     /// Gives this config its own copy of the settings, changed by `f`.
@@ -805,12 +811,7 @@ impl AltsConfig {
     pub fn summary(&self) -> String {
         let material = self.material.load();
         let settings = self.settings.load();
-        let info = material.credentials.info();
-        let expiry = [info.validity.not_after, info.principal.validity.not_after]
-            .into_iter()
-            .flatten()
-            .map(|t| t.0)
-            .min();
+        let expiry = crate::metrics::own_expiry(&material.credentials);
         let policy = match &self.files {
             Some(f) => match f.issuance_policy_path() {
                 Some(p) => p.display().to_string(),
@@ -947,13 +948,7 @@ impl AltsReloader {
                         tokio::time::sleep(WATCH_SETTLE).await;
                     }
                 }
-                let now = self.files.stamp();
-                if now != last {
-                    match self.reload() {
-                        Ok(()) => last = now,
-                        Err(e) => self.reload_failed(&e),
-                    }
-                }
+                self.reload_if_changed(&mut last);
             }
         }))
     }
@@ -996,13 +991,21 @@ impl AltsReloader {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let now = self.files.stamp();
-            if now != last {
-                match self.reload() {
-                    Ok(()) => last = now,
-                    Err(e) => self.reload_failed(&e),
-                }
-            }
+            self.reload_if_changed(&mut last);
+        }
+    }
+
+    /// Reloads when a file changed since `last` (and then remembers the new
+    /// state); a failed reload is logged and counted, and tried again at the
+    /// next change or check.
+    fn reload_if_changed(&self, last: &mut Vec<Option<(SystemTime, u64)>>) {
+        let now = self.files.stamp();
+        if now == *last {
+            return;
+        }
+        match self.reload() {
+            Ok(()) => *last = now,
+            Err(e) => self.reload_failed(&e),
         }
     }
 }

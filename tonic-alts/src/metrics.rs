@@ -19,6 +19,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use alts_core::cert::LocalCredentials;
 use alts_core::handshake::HandshakeConfig;
 
 use crate::{AltsError, AltsErrorKind};
@@ -102,16 +103,21 @@ pub(crate) fn record(side: &'static str, result: Result<bool, &AltsError>, elaps
         .record(elapsed.as_secs_f64());
 }
 
-/// Updates the certificate-expiry and CRL-age gauges from `config`.
-pub(crate) fn record_material(config: &HandshakeConfig) {
-    let now = crate::handshake::unix_now().0;
-    let info = config.credentials.info();
-    let expiry = [info.validity.not_after, info.principal.validity.not_after]
+/// When our own credentials stop being usable: the earlier expiry of the
+/// handshake and principal certificates (`None`: neither expires).
+pub(crate) fn own_expiry(credentials: &LocalCredentials) -> Option<i64> {
+    let info = credentials.info();
+    [info.validity.not_after, info.principal.validity.not_after]
         .into_iter()
         .flatten()
         .map(|t| t.0)
-        .min();
-    if let Some(t) = expiry {
+        .min()
+}
+
+/// Updates the certificate-expiry and CRL-age gauges from `config`.
+pub(crate) fn record_material(config: &HandshakeConfig) {
+    let now = crate::handshake::unix_now().0;
+    if let Some(t) = own_expiry(&config.credentials) {
         metrics::gauge!(LOCAL_CERT_EXPIRY_SECONDS).set((t - now) as f64);
     }
     if let Some(crl) = config.verifier.crl() {

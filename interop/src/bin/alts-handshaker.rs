@@ -160,13 +160,7 @@ async fn main() -> ExitCode {
         // No credential flags: the agent's directory (its issuance policy is
         // required there unless --policy or --accept-any-issuer).
         _ => {
-            let dir = std::env::var_os(tonic_alts::CREDENTIALS_DIR_ENV)
-                .filter(|d| !d.is_empty())
-                .map_or_else(
-                    || PathBuf::from(tonic_alts::DEFAULT_CREDENTIALS_DIR),
-                    PathBuf::from,
-                );
-            let mut f = tonic_alts::CredentialFiles::from_dir(dir);
+            let mut f = tonic_alts::CredentialFiles::from_env();
             if let Some(p) = &args.policy {
                 f = f.issuance_policy(p);
             }
