@@ -791,3 +791,28 @@ fn debug_output_has_no_key_material() {
         assert!(text.contains("GcmAes128Rekey"));
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// Sealing parts together gives exactly the bytes of sealing their
+    /// concatenation: frames fill across part boundaries (empty parts too).
+    #[test]
+    fn vectored_sealing_equals_sealing_the_concatenation(
+        protocol_idx in 0usize..3,
+        frame_size in 25usize..300,
+        parts in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..200), 0..10),
+    ) {
+        let protocol = RecordProtocol::ALL[protocol_idx];
+        let cfg = RecordConfig { send_frame_size: frame_size, ..RecordConfig::default() };
+        let (mut one, _, _, mut so) = pair(protocol, cfg);
+        let (mut vectored, _, _, _) = pair(protocol, cfg);
+        let whole: Vec<u8> = parts.concat();
+        let slices: Vec<std::io::IoSlice<'_>> = parts.iter().map(|p| std::io::IoSlice::new(p)).collect();
+        let mut a = BytesMut::new();
+        let mut b = BytesMut::new();
+        one.seal(&whole, &mut a).unwrap();
+        vectored.seal_vectored(&slices, &mut b).unwrap();
+        prop_assert_eq!(&a[..], &b[..]);
+        prop_assert_eq!(open_all(&mut so, &mut b).unwrap().concat(), whole);
+    }
+}

@@ -44,10 +44,15 @@ where
         if !out.is_empty() {
             io.write_all(&out).await?;
             io.flush().await?;
+            tracing::trace!(bytes = out.len(), "handshake bytes written");
             out.clear();
         }
-        if buf.is_empty() && io.read_buf(&mut buf).await? == 0 {
-            return Err(AltsError::PeerClosed);
+        if buf.is_empty() {
+            let n = io.read_buf(&mut buf).await?;
+            tracing::trace!(bytes = n, "handshake bytes read");
+            if n == 0 {
+                return Err(AltsError::PeerClosed);
+            }
         }
         let used = match hs.handle_input(&buf) {
             Ok(n) => n,
@@ -65,6 +70,7 @@ where
     if !defer_last_write && !out.is_empty() {
         io.write_all(&out).await?;
         io.flush().await?;
+        tracing::trace!(bytes = out.len(), "handshake bytes written");
         out.clear();
     }
     let outcome = hs.take_outcome().ok_or(AltsError::PeerClosed)?;
@@ -99,8 +105,9 @@ where
 
 /// Like [`client_handshake`], but keeps ClientFinished buffered in the stream
 /// so it leaves in the same write as the first records (or when the stream
-/// is first read or flushed). For callers that write at once, e.g. HTTP/2's
-/// connection preface: it saves a packet per connection.
+/// is first flushed or shut down; a read does not send it). Only for callers
+/// that write before they wait for the server, e.g. HTTP/2's connection
+/// preface: it saves a packet and a server wake-up per connection.
 pub(crate) async fn client_handshake_coalesced<IO>(
     io: IO,
     config: Arc<HandshakeConfig>,
@@ -125,7 +132,7 @@ where
 {
     metrics::record_material(&config);
     let hs = ClientHandshake::new(config, options, unix_now())?;
-    run(
+    let mut stream = run(
         io,
         hs,
         "client",
@@ -133,7 +140,11 @@ where
         coalesce,
         BytesMut::with_capacity(READ_BUF),
     )
-    .await
+    .await?;
+    if coalesce {
+        stream.hold_pending_until_write();
+    }
+    Ok(stream)
 }
 
 /// Runs the server handshake over `io` within `timeout`.

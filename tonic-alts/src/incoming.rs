@@ -198,7 +198,10 @@ impl AltsAcceptor {
             Err(_) => Err(AltsError::Timeout(self.first_bytes_timeout)),
             Ok(Err(e)) => Err(e.into()),
             Ok(Ok(0)) => Err(AltsError::PeerClosed),
-            Ok(Ok(_)) => Ok(first),
+            Ok(Ok(n)) => {
+                tracing::trace!(bytes = n, "first handshake bytes read");
+                Ok(first)
+            }
         }
     }
 

@@ -33,6 +33,7 @@ mod crypter;
 mod frame;
 
 use std::fmt;
+use std::io::IoSlice;
 
 use bytes::{Buf, BufMut, BytesMut};
 
@@ -318,11 +319,20 @@ impl Sealer {
     ///
     /// On error `out` is left as it was and the sealer is fused.
     pub fn seal(&mut self, plaintext: &[u8], out: &mut BytesMut) -> Result<(), RecordError> {
+        self.seal_vectored(&[IoSlice::new(plaintext)], out)
+    }
+
+    /// Like [`Sealer::seal`] for the concatenation of `parts`: the parts
+    /// share frames (a frame is filled across part boundaries), so many
+    /// small writes cost one frame, one tag and one copy of each byte.
+    ///
+    /// On error `out` is left as it was and the sealer is fused.
+    pub fn seal_vectored(&mut self, parts: &[IoSlice<'_>], out: &mut BytesMut) -> Result<(), RecordError> {
         if let Some(err) = &self.failed {
             return Err(err.clone());
         }
         let start = out.len();
-        let result = self.seal_frames(plaintext, out);
+        let result = self.seal_frames(parts, out);
         if let Err(err) = &result {
             out.truncate(start);
             self.failed = Some(err.clone());
@@ -330,28 +340,47 @@ impl Sealer {
         result
     }
 
-    fn seal_frames(&mut self, plaintext: &[u8], out: &mut BytesMut) -> Result<(), RecordError> {
-        let frames = plaintext.len().div_ceil(self.max_payload);
+    fn seal_frames(&mut self, parts: &[IoSlice<'_>], out: &mut BytesMut) -> Result<(), RecordError> {
+        let len = parts
+            .iter()
+            .try_fold(0usize, |acc, p| acc.checked_add(p.len()))
+            .ok_or(RecordError::SealFailed)?;
+        let frames = len.div_ceil(self.max_payload);
         let total = frames
             .checked_mul(FRAME_OVERHEAD)
-            .and_then(|o| o.checked_add(plaintext.len()))
+            .and_then(|o| o.checked_add(len))
             .ok_or(RecordError::SealFailed)?;
         out.reserve(total);
-        for chunk in plaintext.chunks(self.max_payload) {
+        // Cursor into `parts`: the part and the offset inside it.
+        let (mut part, mut offset) = (0, 0);
+        let mut left = len;
+        while left > 0 {
+            let frame_len = left.min(self.max_payload);
             let counter: [u8; COUNTER_LEN] = *self.counter.value().ok_or(RecordError::CounterOverflow)?;
-            let length = chunk
-                .len()
+            let length = frame_len
                 .checked_add(MIN_LENGTH_FIELD)
                 .and_then(|l| u32::try_from(l).ok())
                 .ok_or(RecordError::SealFailed)?;
             out.put_u32_le(length);
             out.put_u32_le(RECORD_TYPE);
             let body_start = out.len();
-            out.extend_from_slice(chunk);
+            let mut need = frame_len;
+            while need > 0 {
+                let src = parts.get(part).ok_or(RecordError::SealFailed)?;
+                let take = (src.len() - offset).min(need);
+                out.extend_from_slice(&src[offset..offset + take]);
+                need -= take;
+                offset += take;
+                if offset == src.len() {
+                    part += 1;
+                    offset = 0;
+                }
+            }
             let body = out.get_mut(body_start..).ok_or(RecordError::SealFailed)?;
             let tag = self.crypter.seal(&counter, &[], body)?;
             out.extend_from_slice(tag.as_ref());
             self.counter.increment();
+            left -= frame_len;
         }
         Ok(())
     }

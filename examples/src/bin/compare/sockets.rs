@@ -584,7 +584,7 @@ pub async fn trace_one_connection() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "tonic_alts=trace,h2::codec=debug".into()),
+                .unwrap_or_else(|_| "compare=info,tonic_alts=trace,h2::codec=debug".into()),
         )
         .with_timer(tracing_subscriber::fmt::time::uptime())
         .with_thread_ids(true)
