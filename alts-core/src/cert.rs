@@ -35,9 +35,9 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::crypto::backend::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 use alts_proto::alts_v1 as pb;
 use prost::Message;
-use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 use zeroize::Zeroizing;
 
 use crate::UnixTime;
