@@ -1,5 +1,7 @@
 //! Record layer throughput: seal + open through our `Sealer`/`Opener` versus
 //! raw `ring` AES-128-GCM seal + open of the same sizes, in the same run.
+//! Ours runs on the build's provider library (`ring` by default, `aws-lc-rs`
+//! with `--features aws-lc-rs`); the raw baseline is always `ring`.
 //!
 //! `cargo bench -p alts-core --bench record` (add `-- --quick` for a fast pass).
 

@@ -35,9 +35,9 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::crypto::backend::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 use alts_proto::alts_v1 as pb;
 use prost::Message;
-use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 use zeroize::Zeroizing;
 
 use crate::UnixTime;
@@ -317,6 +317,26 @@ const PKCS8_V2_PREFIX: [u8; 16] = [
 ];
 const PKCS8_V2_MIDDLE: [u8; 5] = [0xa1, 0x23, 0x03, 0x21, 0x00];
 
+/// Parses an unencrypted PKCS#8 Ed25519 private key with the provider
+/// library. A v2 document in the layout [`SigningKey::generate`] writes
+/// (ring's: the public key as a constructed `[1]` around a BIT STRING) is
+/// taken apart here, and the provider builds the key pair from its seed,
+/// checking the public key against it: AWS-LC's parser expects RFC 5958's
+/// `[1] IMPLICIT` public key and refuses that layout, so both providers load
+/// the same files this way. Any other document (v1 as written by `openssl
+/// genpkey`, other layouts) goes to the provider's own parser.
+fn ed25519_from_pkcs8(bytes: &[u8]) -> Option<Ed25519KeyPair> {
+    let ring_v2 = bytes.strip_prefix(&PKCS8_V2_PREFIX[..]).and_then(|rest| {
+        let (seed, rest) = rest.split_at_checked(32)?;
+        let public = rest.strip_prefix(&PKCS8_V2_MIDDLE[..])?;
+        (public.len() == ED25519_PUBLIC_KEY_LEN).then_some((seed, public))
+    });
+    match ring_v2 {
+        Some((seed, public)) => Ed25519KeyPair::from_seed_and_public_key(seed, public).ok(),
+        None => Ed25519KeyPair::from_pkcs8_maybe_unchecked(bytes).ok(),
+    }
+}
+
 impl SigningKey {
     /// Generates a fresh key from `rng`.
     pub fn generate(rng: &dyn SecureRandom) -> Result<Self, CertError> {
@@ -343,7 +363,7 @@ impl SigningKey {
                 max: MAX_PKCS8_LEN,
             });
         }
-        let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(bytes).map_err(|_| CertError::BadKey {
+        let pair = ed25519_from_pkcs8(bytes).ok_or(CertError::BadKey {
             what: "Ed25519 PKCS#8 private key",
         })?;
         Ok(Self {
@@ -1043,12 +1063,20 @@ mod tests {
         let rng = DeterministicRandom::new(b"k");
         let k = SigningKey::generate(&rng).unwrap();
         assert_eq!(k.pkcs8_bytes().len(), 85);
-        // ring's strict v2 parser accepts our document.
-        Ed25519KeyPair::from_pkcs8(k.pkcs8_bytes()).unwrap();
+        // ring's strict v2 parser accepts our document (in both builds).
+        ring::signature::Ed25519KeyPair::from_pkcs8(k.pkcs8_bytes()).unwrap();
         let k2 = SigningKey::from_pkcs8(k.pkcs8_bytes()).unwrap();
         assert_eq!(k.public_key(), k2.public_key());
         let seed_hex = hex::encode(&k.pkcs8_bytes()[16..48]);
         assert!(!format!("{k:?}").contains(&seed_hex));
+        // A document whose public key does not match its seed is refused.
+        let mut bad = k.pkcs8_bytes().to_vec();
+        bad[84] ^= 1;
+        assert!(SigningKey::from_pkcs8(&bad).is_err());
+        // A PKCS#8 v1 document (no public key, as `openssl genpkey` writes).
+        let mut v1 = vec![0x30, 0x2e, 0x02, 0x01, 0x00];
+        v1.extend_from_slice(&k.pkcs8_bytes()[5..48]);
+        assert_eq!(SigningKey::from_pkcs8(&v1).unwrap().public_key(), k.public_key());
     }
 
     #[test]

@@ -32,9 +32,9 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
+use crate::crypto::backend::aead;
 use alts_proto::alts_v1::TicketContents;
 use prost::Message;
-use ring::aead;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::UnixTime;

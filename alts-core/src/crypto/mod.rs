@@ -1,15 +1,47 @@
 //! The cryptographic provider: every primitive the protocol uses, behind one
 //! struct (the shape of rustls's `CryptoProvider`).
 //!
-//! The default provider ([`default_provider`]) uses `ring` for randomness,
-//! AES-GCM, HMAC, HKDF, SHA-256 and Ed25519, and `x25519-dalek` for X25519
-//! (ring has no static X25519 keys). Key agreement is a list of named groups
-//! so that new ones (a post-quantum hybrid) negotiate like the ciphers.
+//! Which library supplies the primitives is chosen at build time
+//! ([`provider_name`]):
+//!
+//! - by default, `ring` for randomness, AES-GCM, HMAC, HKDF, SHA-256 and
+//!   Ed25519, and `x25519-dalek` for X25519 (ring has no static X25519 keys);
+//! - with the cargo feature `aws-lc-rs`, `aws-lc-rs` (AWS-LC) for all of them,
+//!   X25519 included.
+//!
+//! Both builds have the same public API and produce the same bytes on the
+//! wire. Key agreement is a list of named groups so that new ones (a
+//! post-quantum hybrid) negotiate like the ciphers.
 
 use std::fmt;
 use std::sync::Arc;
 
 use zeroize::Zeroizing;
+
+/// The modules of the library that supplies the primitives: `ring`, or
+/// `aws-lc-rs` with the feature of that name. Both expose the same API for
+/// what this crate uses (`aead`, `digest`, `hkdf`, `hmac`, `rand`,
+/// `signature`), so the protocol code exists once.
+pub(crate) mod backend {
+    #[cfg(feature = "aws-lc-rs")]
+    pub(crate) use aws_lc_rs::{aead, digest, hkdf, hmac, rand, signature};
+    #[cfg(not(feature = "aws-lc-rs"))]
+    pub(crate) use ring::{aead, digest, hkdf, hmac, rand, signature};
+
+    /// The name [`super::provider_name`] returns.
+    #[cfg(feature = "aws-lc-rs")]
+    pub(crate) const NAME: &str = "aws-lc-rs";
+    /// The name [`super::provider_name`] returns.
+    #[cfg(not(feature = "aws-lc-rs"))]
+    pub(crate) const NAME: &str = "ring";
+}
+
+/// The library that supplies this build's primitives: `"ring"` (with
+/// `x25519-dalek` for X25519) by default, `"aws-lc-rs"` with the cargo
+/// feature `aws-lc-rs`.
+pub fn provider_name() -> &'static str {
+    backend::NAME
+}
 
 /// The provider could not produce random bytes or a key exchange failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,19 +66,22 @@ pub trait SecureRandom: Send + Sync + fmt::Debug {
     fn fill(&self, dest: &mut [u8]) -> Result<(), CryptoError>;
 }
 
-/// The OS random source, through `ring`.
+/// The OS random source, through the build's provider library
+/// ([`provider_name`]): `ring`'s `SystemRandom` by default, `aws-lc-rs`'s
+/// with the feature `aws-lc-rs`. (The name dates from when `ring` was the
+/// only provider.)
 #[derive(Debug)]
-pub struct RingRandom(ring::rand::SystemRandom);
+pub struct RingRandom(backend::rand::SystemRandom);
 
 impl Default for RingRandom {
     fn default() -> Self {
-        Self(ring::rand::SystemRandom::new())
+        Self(backend::rand::SystemRandom::new())
     }
 }
 
 impl SecureRandom for RingRandom {
     fn fill(&self, dest: &mut [u8]) -> Result<(), CryptoError> {
-        ring::rand::SecureRandom::fill(&self.0, dest).map_err(|_| CryptoError::Random)
+        backend::rand::SecureRandom::fill(&self.0, dest).map_err(|_| CryptoError::Random)
     }
 }
 
@@ -90,13 +125,12 @@ pub trait ActiveKeyExchange: Send + Sync {
 /// X25519 length of public keys and secrets.
 pub const X25519_LEN: usize = 32;
 
-/// Ephemeral X25519 (x25519-dalek).
+/// Ephemeral X25519 (`x25519-dalek`, or `aws-lc-rs` with that feature).
 #[derive(Debug)]
 pub struct X25519;
 
 struct X25519Active {
-    secret: x25519_dalek::StaticSecret,
-    public: [u8; X25519_LEN],
+    key: StaticKeyPair,
 }
 
 impl KxGroup for X25519 {
@@ -105,40 +139,124 @@ impl KxGroup for X25519 {
     }
 
     fn start(&self, rng: &dyn SecureRandom) -> Result<Box<dyn ActiveKeyExchange>, CryptoError> {
-        let kp = StaticKeyPair::generate(rng)?;
         Ok(Box::new(X25519Active {
-            public: kp.public,
-            secret: kp.secret,
+            key: StaticKeyPair::generate(rng)?,
         }))
     }
 }
 
 impl ActiveKeyExchange for X25519Active {
     fn public_key(&self) -> &[u8] {
-        &self.public
+        self.key.public_key()
     }
 
     fn complete(self: Box<Self>, peer: &[u8]) -> Result<SharedSecret, CryptoError> {
-        x25519_agree(&self.secret, peer)
+        self.key.agree(peer)
     }
 }
 
-fn x25519_agree(secret: &x25519_dalek::StaticSecret, peer: &[u8]) -> Result<SharedSecret, CryptoError> {
-    let peer: [u8; X25519_LEN] = peer
-        .try_into()
-        .map_err(|_| CryptoError::BadPublicKeyLength(peer.len(), X25519_LEN))?;
-    let shared = secret.diffie_hellman(&x25519_dalek::PublicKey::from(peer));
-    if !shared.was_contributory() {
-        return Err(CryptoError::NonContributory);
+/// The peer's public key as exactly 32 bytes.
+fn x25519_peer(peer: &[u8]) -> Result<[u8; X25519_LEN], CryptoError> {
+    peer.try_into()
+        .map_err(|_| CryptoError::BadPublicKeyLength(peer.len(), X25519_LEN))
+}
+
+/// X25519 on `x25519-dalek` (the default build).
+#[cfg(not(feature = "aws-lc-rs"))]
+mod x25519_impl {
+    use super::{CryptoError, SharedSecret, X25519_LEN, Zeroizing, x25519_peer};
+
+    /// A private scalar (zeroized on drop by `x25519-dalek`).
+    #[derive(Clone)]
+    pub(super) struct Secret(x25519_dalek::StaticSecret);
+
+    impl Secret {
+        /// The key for these private bytes, and its public key.
+        pub(super) fn from_bytes(bytes: [u8; X25519_LEN]) -> Result<(Self, [u8; X25519_LEN]), CryptoError> {
+            let secret = x25519_dalek::StaticSecret::from(bytes);
+            let public = x25519_dalek::PublicKey::from(&secret).to_bytes();
+            Ok((Self(secret), public))
+        }
+
+        pub(super) fn to_bytes(&self) -> Zeroizing<[u8; X25519_LEN]> {
+            Zeroizing::new(self.0.to_bytes())
+        }
+
+        /// X25519 with `peer`; refuses an all-zero result.
+        pub(super) fn agree(&self, peer: &[u8]) -> Result<SharedSecret, CryptoError> {
+            let peer = x25519_peer(peer)?;
+            let shared = self.0.diffie_hellman(&x25519_dalek::PublicKey::from(peer));
+            if !shared.was_contributory() {
+                return Err(CryptoError::NonContributory);
+            }
+            Ok(SharedSecret::new(shared.as_bytes().to_vec()))
+        }
     }
-    Ok(SharedSecret::new(shared.as_bytes().to_vec()))
+}
+
+/// X25519 on `aws-lc-rs` (feature `aws-lc-rs`).
+#[cfg(feature = "aws-lc-rs")]
+mod x25519_impl {
+    use std::sync::Arc;
+
+    use aws_lc_rs::agreement;
+    use subtle::ConstantTimeEq;
+
+    use super::{CryptoError, SharedSecret, X25519_LEN, Zeroizing, x25519_peer};
+
+    /// A private scalar: AWS-LC's key (shared by clones), and its 32 bytes in
+    /// a zeroized buffer beside it for `secret_bytes()` (AWS-LC keeps its own
+    /// copy, freed with the key).
+    #[derive(Clone)]
+    pub(super) struct Secret {
+        bytes: Zeroizing<[u8; X25519_LEN]>,
+        key: Arc<agreement::PrivateKey>,
+    }
+
+    impl Secret {
+        /// The key for these private bytes, and its public key. AWS-LC
+        /// accepts every 32-byte X25519 private key; it fails here only if it
+        /// cannot allocate.
+        pub(super) fn from_bytes(bytes: [u8; X25519_LEN]) -> Result<(Self, [u8; X25519_LEN]), CryptoError> {
+            let bytes = Zeroizing::new(bytes);
+            let key = agreement::PrivateKey::from_private_key(&agreement::X25519, bytes.as_ref())
+                .map_err(|_| CryptoError::BadKey)?;
+            let public = key.compute_public_key().map_err(|_| CryptoError::BadKey)?;
+            let public: [u8; X25519_LEN] = public.as_ref().try_into().map_err(|_| CryptoError::BadKey)?;
+            Ok((
+                Self {
+                    bytes,
+                    key: Arc::new(key),
+                },
+                public,
+            ))
+        }
+
+        pub(super) fn to_bytes(&self) -> Zeroizing<[u8; X25519_LEN]> {
+            self.bytes.clone()
+        }
+
+        /// X25519 with `peer`; refuses an all-zero result (AWS-LC fails the
+        /// agreement for it, and the result is checked again here).
+        pub(super) fn agree(&self, peer: &[u8]) -> Result<SharedSecret, CryptoError> {
+            let peer = x25519_peer(peer)?;
+            let peer = agreement::UnparsedPublicKey::new(&agreement::X25519, peer);
+            let shared = agreement::agree(&self.key, peer, CryptoError::NonContributory, |s| {
+                Ok(Zeroizing::new(s.to_vec()))
+            })?;
+            if bool::from(shared.as_slice().ct_eq(&[0u8; X25519_LEN])) {
+                return Err(CryptoError::NonContributory);
+            }
+            Ok(SharedSecret(shared))
+        }
+    }
 }
 
 /// A static X25519 key pair, as certified by a handshake certificate.
 /// The private half is zeroized on drop and never printed.
 #[derive(Clone)]
 pub struct StaticKeyPair {
-    secret: x25519_dalek::StaticSecret,
+    secret: x25519_impl::Secret,
     public: [u8; X25519_LEN],
 }
 
@@ -147,19 +265,28 @@ impl StaticKeyPair {
     pub fn generate(rng: &dyn SecureRandom) -> Result<Self, CryptoError> {
         let mut bytes = Zeroizing::new([0u8; X25519_LEN]);
         rng.fill(bytes.as_mut())?;
-        Ok(Self::from_secret_bytes(*bytes))
+        Self::try_from_secret_bytes(*bytes)
     }
 
     /// Builds a key pair from its 32 private bytes.
     pub fn from_secret_bytes(bytes: [u8; X25519_LEN]) -> Self {
-        let secret = x25519_dalek::StaticSecret::from(bytes);
-        let public = x25519_dalek::PublicKey::from(&secret).to_bytes();
-        Self { secret, public }
+        match Self::try_from_secret_bytes(bytes) {
+            Ok(kp) => kp,
+            // Every 32-byte string is an X25519 private key (clamped when
+            // used): x25519-dalek cannot fail here, and AWS-LC only when it
+            // cannot allocate.
+            Err(_) => unreachable!("X25519 accepts every 32-byte private key"),
+        }
+    }
+
+    fn try_from_secret_bytes(bytes: [u8; X25519_LEN]) -> Result<Self, CryptoError> {
+        let (secret, public) = x25519_impl::Secret::from_bytes(bytes)?;
+        Ok(Self { secret, public })
     }
 
     /// The 32 private bytes (for storing in a 0600 file); zeroized on drop.
     pub fn secret_bytes(&self) -> Zeroizing<[u8; X25519_LEN]> {
-        Zeroizing::new(self.secret.to_bytes())
+        self.secret.to_bytes()
     }
 
     /// The public key.
@@ -169,7 +296,7 @@ impl StaticKeyPair {
 
     /// X25519 with a peer's static or ephemeral public key.
     pub fn agree(&self, peer: &[u8]) -> Result<SharedSecret, CryptoError> {
-        x25519_agree(&self.secret, peer)
+        self.secret.agree(peer)
     }
 }
 
@@ -296,7 +423,13 @@ impl fmt::Debug for Hex<'_> {
     }
 }
 
-/// Every primitive the protocol needs. Cheap to clone.
+/// Every primitive the protocol needs that is chosen at run time (key
+/// agreement groups and the random source). Cheap to clone.
+///
+/// The fixed primitives (AES-128-GCM, HMAC, HKDF, SHA-256, Ed25519) and the
+/// X25519 implementation come from the library chosen at build time:
+/// `ring` (+ `x25519-dalek`) by default, `aws-lc-rs` with the cargo feature
+/// `aws-lc-rs`; [`provider_name`] says which.
 #[derive(Clone, Debug)]
 pub struct CryptoProvider {
     /// Ephemeral key-agreement groups, in preference order.
@@ -312,7 +445,9 @@ impl CryptoProvider {
     }
 }
 
-/// The default provider: `ring` + `x25519-dalek`, OS randomness.
+/// The default provider: X25519 and OS randomness ([`RingRandom`]) from
+/// this build's provider library ([`provider_name`]): `ring` +
+/// `x25519-dalek` by default, `aws-lc-rs` with the feature of that name.
 pub fn default_provider() -> CryptoProvider {
     CryptoProvider {
         kx_groups: vec![&X25519],
@@ -322,7 +457,7 @@ pub fn default_provider() -> CryptoProvider {
 
 /// SHA-256 of `data`.
 pub fn sha256(data: &[u8]) -> [u8; 32] {
-    let d = ring::digest::digest(&ring::digest::SHA256, data);
+    let d = backend::digest::digest(&backend::digest::SHA256, data);
     let mut out = [0u8; 32];
     out.copy_from_slice(d.as_ref());
     out
@@ -335,7 +470,7 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
 #[cfg(any(test, feature = "test-util"))]
 #[derive(Debug)]
 pub struct DeterministicRandom {
-    key: ring::hmac::Key,
+    key: backend::hmac::Key,
     counter: std::sync::atomic::AtomicU64,
 }
 
@@ -344,7 +479,7 @@ impl DeterministicRandom {
     /// A generator whose output depends only on `seed`.
     pub fn new(seed: &[u8]) -> Self {
         Self {
-            key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, seed),
+            key: backend::hmac::Key::new(backend::hmac::HMAC_SHA256, seed),
             counter: std::sync::atomic::AtomicU64::new(0),
         }
     }
@@ -355,7 +490,7 @@ impl SecureRandom for DeterministicRandom {
     fn fill(&self, dest: &mut [u8]) -> Result<(), CryptoError> {
         for chunk in dest.chunks_mut(32) {
             let n = self.counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let tag = ring::hmac::sign(&self.key, &n.to_be_bytes());
+            let tag = backend::hmac::sign(&self.key, &n.to_be_bytes());
             let src = tag.as_ref().get(..chunk.len()).ok_or(CryptoError::Random)?;
             chunk.copy_from_slice(src);
         }

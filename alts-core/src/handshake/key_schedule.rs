@@ -16,8 +16,8 @@
 //! D(t)   = SHA-256(u32be(len rid) || rid || u32be(len ticket) || ticket), or 32 zero bytes without t
 //! ```
 
+use crate::crypto::backend::{self as ring, hkdf, hmac}; // `ring::` below: the build's provider library
 use alts_proto::alts_v1::ResumptionTicket;
-use ring::{hkdf, hmac};
 use zeroize::Zeroizing;
 
 use crate::crypto::sha256;

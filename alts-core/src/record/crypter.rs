@@ -1,5 +1,7 @@
-//! The AEAD side of the record protocols, on `ring`, byte-compatible with the
-//! ones stock gRPC ships.
+//! The AEAD side of the record protocols, on the build's provider library
+//! (`ring` by default, `aws-lc-rs` with the feature of that name; see
+//! [`crate::crypto::provider_name`]), byte-compatible with the ones stock gRPC
+//! ships.
 //!
 //! - `ALTSRP_GCM_AES128_REKEY`: `key_data = K (32 B) ‖ M (12 B)`. For the
 //!   counter `c`, the AES-128 key is `HMAC-SHA256(K, c[2..8] ‖ 0x01)[..16]`
@@ -9,18 +11,20 @@
 //!   passed as associated data with an empty plaintext, so it stays in clear
 //!   and only the 16-byte tag is added.
 //!
-//! Key bytes we hold are in [`Zeroizing`] buffers. ring's expanded AES key
-//! schedule inside `LessSafeKey` is not zeroized by ring (it offers no hook);
-//! it is dropped with the crypter.
+//! Key bytes we hold are in [`Zeroizing`] buffers. The expanded AES key
+//! schedule inside `LessSafeKey` belongs to the provider library and is
+//! dropped with the crypter: ring does not zeroize it and offers no hook to do
+//! so; aws-lc-rs keeps it in an AWS-LC `EVP_AEAD_CTX`, which AWS-LC overwrites
+//! with zeroes when it frees it (with its default allocator).
 
 use std::fmt;
 
-use ring::aead::{AES_128_GCM, Aad, LessSafeKey, Nonce, Tag, UnboundKey};
-use ring::hmac;
 use zeroize::Zeroizing;
 
 use super::RecordError;
 use super::counter::COUNTER_LEN;
+use crate::crypto::backend::aead::{AES_128_GCM, Aad, LessSafeKey, Nonce, Tag, UnboundKey};
+use crate::crypto::backend::hmac;
 
 /// AES-128 key length.
 pub(crate) const AES_KEY_LEN: usize = 16;
