@@ -25,7 +25,7 @@ pub const SERVER_ID: &str = "backend-prod";
 
 /// Which cryptographic backend alts-core was built with.
 pub fn provider_name() -> &'static str {
-    raw_aead::NAME
+    alts_core::crypto::provider_name()
 }
 
 /// A throwaway ALTS PKI in a temporary directory.
@@ -345,7 +345,7 @@ pub fn record_seal_open(budget: Budget) -> anyhow::Result<Row> {
     };
     Ok(Row {
         key: "record_seal_open_vs_ring",
-        what: format!("record seal+open 16 KiB vs raw AES-128-GCM ({})", raw_aead::NAME),
+        what: format!("record seal+open 16 KiB vs raw AES-128-GCM ({})", provider_name()),
         alts: mbps(&s[0]),
         peer: mbps(&s[1]),
         ratio: s[0].median / s[1].median,
@@ -359,40 +359,71 @@ pub fn record_seal_open(budget: Budget) -> anyhow::Result<Row> {
 
 /// Raw AES-128-GCM seal + open in place, from the provider alts-core uses.
 mod raw_aead {
-    #[cfg(feature = "aws-lc-rs")]
-    use aws_lc_rs as provider;
-    #[cfg(not(feature = "aws-lc-rs"))]
-    use ring as provider;
+    fn nonce(seq: u64) -> [u8; 12] {
+        let mut n = [0u8; 12];
+        n[..8].copy_from_slice(&seq.to_le_bytes());
+        n
+    }
 
-    use provider::aead::{AES_128_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
-
-    pub const NAME: &str = if cfg!(feature = "aws-lc-rs") {
-        "aws-lc-rs"
-    } else {
-        "ring"
-    };
-
-    pub struct RawAead(LessSafeKey);
+    /// An AES-128-GCM key of ring or aws-lc-rs, whichever alts-core uses.
+    pub enum RawAead {
+        Ring(ring::aead::LessSafeKey),
+        AwsLc(aws_lc_rs::aead::LessSafeKey),
+    }
 
     impl RawAead {
         pub fn new() -> Self {
-            Self(LessSafeKey::new(
-                UnboundKey::new(&AES_128_GCM, &[0x42; 16]).expect("key"),
-            ))
+            let k = [0x42; 16];
+            if super::provider_name() == "aws-lc-rs" {
+                use aws_lc_rs::aead::{AES_128_GCM, LessSafeKey, UnboundKey};
+                Self::AwsLc(LessSafeKey::new(UnboundKey::new(&AES_128_GCM, &k).expect("key")))
+            } else {
+                use ring::aead::{AES_128_GCM, LessSafeKey, UnboundKey};
+                Self::Ring(LessSafeKey::new(UnboundKey::new(&AES_128_GCM, &k).expect("key")))
+            }
         }
 
         /// Seals `buf` in place with nonce `seq`, then opens it again.
         pub fn seal_open(&self, buf: &mut [u8], seq: u64) -> usize {
-            let mut n = [0u8; 12];
-            n[..8].copy_from_slice(&seq.to_le_bytes());
-            let tag = self
-                .0
-                .seal_in_place_separate_tag(Nonce::assume_unique_for_key(n), Aad::empty(), buf)
-                .expect("seal");
-            self.0
-                .open_in_place_separate_tag(Nonce::assume_unique_for_key(n), Aad::empty(), tag, buf, 0..)
-                .expect("open")
-                .len()
+            match self {
+                Self::Ring(key) => {
+                    use ring::aead::{Aad, Nonce};
+                    let tag = key
+                        .seal_in_place_separate_tag(
+                            Nonce::assume_unique_for_key(nonce(seq)),
+                            Aad::empty(),
+                            buf,
+                        )
+                        .expect("seal");
+                    key.open_in_place_separate_tag(
+                        Nonce::assume_unique_for_key(nonce(seq)),
+                        Aad::empty(),
+                        tag,
+                        buf,
+                        0..,
+                    )
+                    .expect("open")
+                    .len()
+                }
+                Self::AwsLc(key) => {
+                    use aws_lc_rs::aead::{Aad, Nonce};
+                    let tag = key
+                        .seal_in_place_separate_tag(
+                            Nonce::assume_unique_for_key(nonce(seq)),
+                            Aad::empty(),
+                            buf,
+                        )
+                        .expect("seal");
+                    key.open_in_place_separate_tag(
+                        Nonce::assume_unique_for_key(nonce(seq)),
+                        Aad::empty(),
+                        tag.as_ref(),
+                        buf,
+                    )
+                    .expect("open")
+                    .len()
+                }
+            }
         }
     }
 }
