@@ -44,6 +44,14 @@ struct Args {
     /// messages, HTTP/2 preface, first request and response) and exit.
     #[arg(long)]
     trace: bool,
+    /// Instead of the comparison: ALTS handshakes per second and server
+    /// memory with 1, 10, 100 and 1,000 concurrent clients, with the server
+    /// on one and on two worker threads.
+    #[arg(long)]
+    scaling: bool,
+    /// Internal: worker threads of `--serve-memory`'s runtime.
+    #[arg(long, hide = true)]
+    workers: Option<usize>,
     /// Internal: run a server for the memory measurement (`alts` or `tls`)
     /// on credentials in `--dir`, print its port and serve until stdin closes.
     #[arg(long, hide = true)]
@@ -143,7 +151,11 @@ pub struct Row {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.workers {
+        builder.worker_threads(n);
+    }
+    let rt = builder.enable_all().build()?;
     if let Some(kind) = &args.serve_memory {
         let dir = args
             .dir
@@ -155,6 +167,9 @@ fn main() -> anyhow::Result<()> {
         return rt.block_on(sockets::trace_one_connection());
     }
     let budget = Budget::new(args.quick);
+    if args.scaling {
+        return rt.block_on(sockets::scaling(budget, args.json));
+    }
     let started = std::time::Instant::now();
     eprintln!(
         "compare: ALTS provider {}, rustls providers ring and aws-lc-rs, {} rounds{}",

@@ -478,12 +478,17 @@ struct Child {
 
 impl Child {
     fn start(kind: &str, dir: &Path) -> anyhow::Result<Self> {
-        let mut child = Command::new(std::env::current_exe()?)
-            .args(["--serve-memory", kind, "--dir"])
-            .arg(dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()?;
+        Self::start_with(kind, dir, None)
+    }
+
+    /// Like [`Child::start`], with `workers` runtime threads.
+    fn start_with(kind: &str, dir: &Path, workers: Option<usize>) -> anyhow::Result<Self> {
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.args(["--serve-memory", kind, "--dir"]).arg(dir);
+        if let Some(n) = workers {
+            cmd.args(["--workers", &n.to_string()]);
+        }
+        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
         let mut line = String::new();
         std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line)?;
         let port: u16 = line
@@ -566,6 +571,22 @@ pub async fn serve_for_memory(kind: &str, dir: &Path) -> anyhow::Result<()> {
             let files = CredentialFiles::new(dir.join("backend"), dir.join("root.pub")).accept_any_issuer();
             alts_server(AltsConfig::from_files(files)?).await?
         }
+        "alts-scaling" => {
+            let files = CredentialFiles::new(dir.join("backend"), dir.join("root.pub")).accept_any_issuer();
+            // Every client is on 127.0.0.1: lift the per-source and pending
+            // caps that protect a real server from one noisy address.
+            let acceptor = AltsAcceptor::new(AltsConfig::from_files(files)?)
+                .max_per_source(1 << 16)
+                .max_pending(1 << 16);
+            let incoming = acceptor.bind("127.0.0.1:0").await?;
+            let addr = incoming.local_addr();
+            tokio::spawn(
+                Server::builder()
+                    .add_service(EchoServer::new(EchoService))
+                    .serve_with_incoming(incoming),
+            );
+            addr
+        }
         "tls" => tls_server(tls::server_config_from_files(dir, Provider::AwsLc)?).await?,
         other => anyhow::bail!("unknown server kind {other:?}"),
     };
@@ -573,6 +594,87 @@ pub async fn serve_for_memory(kind: &str, dir: &Path) -> anyhow::Result<()> {
     // Serve until the parent closes our stdin (or dies).
     tokio::task::spawn_blocking(|| std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new()))
         .await??;
+    Ok(())
+}
+
+// ----------------------------------------------------------------- scaling
+
+/// ALTS connections (connect → first response, warm caches) per second and
+/// the server's peak RSS with `clients` concurrent clients for `secs`.
+async fn scaling_point(
+    child: &Child,
+    dial: &Dial,
+    clients: usize,
+    secs: f64,
+) -> anyhow::Result<(f64, u64, u64)> {
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..clients {
+        let (addr, dial) = (child.addr, dial.clone());
+        tasks.spawn(async move {
+            let (mut ok, mut failed) = (0u64, 0u64);
+            while Instant::now() < deadline {
+                match connect_once(addr, &dial).await {
+                    Ok(_) => ok += 1,
+                    Err(_) => failed += 1,
+                }
+            }
+            (ok, failed)
+        });
+    }
+    let start = Instant::now();
+    let pid = child.child.id();
+    let mut peak = 0;
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        peak = peak.max(rss(pid).unwrap_or(0));
+    }
+    let (mut ok, mut failed) = (0, 0);
+    while let Some(r) = tasks.join_next().await {
+        let (o, f) = r?;
+        ok += o;
+        failed += f;
+    }
+    Ok((ok as f64 / start.elapsed().as_secs_f64(), peak, failed))
+}
+
+/// The scaling table: ALTS server in a child process on one or two worker
+/// threads, 1 to 1,000 concurrent clients in this process.
+pub async fn scaling(budget: Budget, json: bool) -> anyhow::Result<()> {
+    let mut pki = AltsPki::new()?;
+    let dial = Dial::Alts(pki.fresh_client()?);
+    let secs = if budget.rounds > 3 { 3.0 } else { 1.5 };
+    let mut obj = serde_json::Map::new();
+    println!(
+        "\n{:>8} {:>8} {:>14} {:>14} {:>8}",
+        "workers", "clients", "connections/s", "server RSS", "failed"
+    );
+    for workers in [1, 2] {
+        let child = Child::start_with("alts-scaling", pki.dir(), Some(workers))?;
+        connect_once(child.addr, &dial).await?;
+        let idle = rss(child.child.id())?;
+        for clients in [1, 10, 100, 1000] {
+            let (rate, peak, failed) = scaling_point(&child, &dial, clients, secs).await?;
+            println!(
+                "{workers:>8} {clients:>8} {rate:>14.0} {:>11.1} MiB {failed:>8}",
+                peak as f64 / (1 << 20) as f64
+            );
+            obj.insert(
+                format!("scaling_w{workers}_c{clients}_conn_per_s"),
+                rate.round().into(),
+            );
+            obj.insert(format!("scaling_w{workers}_c{clients}_rss_bytes"), peak.into());
+            obj.insert(format!("scaling_w{workers}_c{clients}_failed"), failed.into());
+        }
+        obj.insert(format!("scaling_w{workers}_idle_rss_bytes"), idle.into());
+    }
+    println!(
+        "\nEach client loops: new TCP connection, ALTS handshake (warm caches), one unary call, close. \
+         Clients run in this process; the server runs in a child process."
+    );
+    if json {
+        println!("{}", serde_json::Value::Object(obj));
+    }
     Ok(())
 }
 
