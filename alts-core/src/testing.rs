@@ -269,6 +269,18 @@ impl BenchPair {
         self.server.credentials.clear_static_dh_cache();
     }
 
+    /// Gives the server a fresh, empty replay guard. Every ticket of a
+    /// benchmark run at the fixed [`NOW`] expires in the same replay-guard
+    /// bucket, which holds a bounded number of tickets; a long resumed run
+    /// calls this between batches so that it keeps resuming.
+    pub fn reset_replay_guard(&mut self) {
+        let mut server = (*self.server).clone();
+        if let Some(r) = server.resumption.as_mut() {
+            r.replay_guard = Arc::new(crate::resumption::InMemoryReplayGuard::new(1_000_000));
+        }
+        self.server = Arc::new(server);
+    }
+
     /// One complete handshake in memory; returns whether it resumed.
     pub fn handshake(&self) -> bool {
         let mut client =
