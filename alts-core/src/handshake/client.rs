@@ -10,15 +10,16 @@ use zeroize::Zeroizing;
 use super::key_schedule::{self, Secrets, Transcript};
 use super::messages;
 use super::{
-    ClientOptions, Core, HandshakeConfig, HandshakeError, HandshakeOutcome, Machine, PeerLists, Phase,
-    Resumption, ResumptionConfig, RpcVersion, RpcVersions, cipher_refusal, negotiated_frame_size,
-    own_boundary, random_nonce, record_protocol_refusal,
+    ClientOptions, Core, HandshakeConfig, HandshakeError, HandshakeOutcome, HandshakeRandom, Machine,
+    PeerLists, Phase, Resumption, ResumptionConfig, RpcVersion, RpcVersions, cipher_refusal,
+    negotiated_frame_size, own_boundary, record_protocol_refusal,
 };
 use crate::UnixTime;
 use crate::crypto::{CryptoError, StaticKeyPair};
 use crate::record::{RecordProtocol, Side};
 use crate::resumption::{
-    ChainTrust, ClientTicket, OpenedTicket, TicketError, TicketKind, TicketParams, check_contents,
+    ChainTrust, ClientTicket, OpenedTicket, TicketError, TicketKind, TicketParams, TicketRandom,
+    check_contents,
 };
 use crate::verify::VerifiedPeer;
 
@@ -42,6 +43,8 @@ pub(crate) struct ExpectServerInit {
     offered_ticket: Option<ClientTicket>,
     /// The RIDs listed in ClientInit (a server-side ticket must name one).
     accepted_rids: Vec<Vec<u8>>,
+    /// ID and nonce of the server-side ticket we may seal.
+    ticket_random: TicketRandom,
 }
 
 pub(crate) struct ExpectServerFinished {
@@ -61,6 +64,8 @@ pub(crate) struct ExpectServerFinished {
     /// Our trust in the server's chain: from this handshake, or carried
     /// forward from the ticket it resumed.
     trust: ChainTrust,
+    /// ID and nonce of the server-side ticket we may seal.
+    ticket_random: TicketRandom,
 }
 
 impl ClientHandshake {
@@ -72,11 +77,9 @@ impl ClientHandshake {
     ) -> Result<Self, HandshakeError> {
         let c = &config;
         let kci = c.kci_resistant;
-        let ephemeral = if c.pfs || c.require_pfs || kci {
-            Some(StaticKeyPair::generate(c.provider.random.as_ref())?)
-        } else {
-            None
-        };
+        // The only call to the random source in this handshake.
+        let random = HandshakeRandom::draw(&c.provider)?;
+        let ephemeral = (c.pfs || c.require_pfs || kci).then(|| random.ephemeral());
         let boundary = own_boundary(c)?;
         // Offer only what our certificate lists too, at or above our minimum
         // level, integrity-only only with a boundary of our own (the server's
@@ -110,7 +113,7 @@ impl ClientHandshake {
             handshake_cert: c.credentials.cert_bytes().to_vec(),
             handshake_ciphers,
             record_protocols,
-            nonce: random_nonce(&c.provider)?.to_vec(),
+            nonce: random.nonce().to_vec(),
             resumption: offered_ticket.as_ref().map(|t| ResumptionTicket {
                 rid: t.rid.clone(),
                 ticket: t.ticket.clone(),
@@ -135,6 +138,7 @@ impl ClientHandshake {
             ephemeral,
             offered_ticket,
             accepted_rids,
+            ticket_random: random.ticket(),
         }));
         Ok(Self {
             core: Core::new(first, framed),
@@ -309,6 +313,7 @@ impl ClientHandshake {
             resumption,
             pfs: ee.is_some(),
             trust,
+            ticket_random: st.ticket_random,
         })
     }
 
@@ -371,6 +376,7 @@ impl ClientHandshake {
         if let Some(r) = c.resumption.as_ref().filter(|_| !kci)
             && let Some(expires_at) = r.ticket_expiry(&st.peer, &st.trust, self.now)
         {
+            let wants_server_ticket = server_wants_server_ticket(&st.resumption, new_ticket.is_some());
             if let Some(t) = new_ticket {
                 r.client_cache.put(
                     &self.options.cache_key(),
@@ -384,20 +390,22 @@ impl ClientHandshake {
                     },
                 );
             }
-            let params = TicketParams {
-                kind: TicketKind::ServerTicket,
-                peer: &st.peer,
-                local: &local,
-                secret: &st.secrets.r_server_ticket,
-                trust: &st.trust,
-                expires_at,
-                record_protocol: st.record_protocol.name(),
-            };
-            cf_ticket = Some(
-                r.keys
-                    .seal_ticket(&params, c.provider.random.as_ref())
-                    .map_err(|_| HandshakeError::Crypto(CryptoError::Random))?,
-            );
+            if wants_server_ticket {
+                let params = TicketParams {
+                    kind: TicketKind::ServerTicket,
+                    peer: &st.peer,
+                    local: &local,
+                    secret: &st.secrets.r_server_ticket,
+                    trust: &st.trust,
+                    expires_at,
+                    record_protocol: st.record_protocol.name(),
+                };
+                cf_ticket = Some(
+                    r.keys
+                        .seal_ticket(&params, &st.ticket_random)
+                        .map_err(|_| HandshakeError::Crypto(CryptoError::Random))?,
+                );
+            }
         }
         let mut transcript = st.transcript;
         transcript.add(&framed);
@@ -425,6 +433,27 @@ impl ClientHandshake {
             pfs: st.pfs,
             kci_resistant: kci,
         })
+    }
+}
+
+/// Whether a server-side ticket (sealed by us, kept by the server) is of
+/// use to this server, from what its flight says:
+/// - a server that sent no ticket in ServerFinished and resumed nothing
+///   shows no resumption: it keeps no server-side tickets either;
+/// - after a resumption from our client-side ticket that brought a fresh
+///   client-side ticket, we resume from that one next time (ClientInit
+///   presents a client-side ticket first, and the server then never looks
+///   for a server-side one), so a server-side ticket would only be sealed,
+///   sent, MACed and stored to go unused. The server keeps the server-side
+///   tickets of earlier full or server-side resumed handshakes.
+///
+/// In every other case (a full handshake, a resumption from a server-side
+/// ticket) the server gets a fresh server-side ticket, as before.
+fn server_wants_server_ticket(resumption: &Resumption, got_client_ticket: bool) -> bool {
+    match resumption {
+        Resumption::ClientTicket => !got_client_ticket,
+        Resumption::ServerTicket => true,
+        Resumption::NotAttempted | Resumption::Refused(_) => got_client_ticket,
     }
 }
 

@@ -11,12 +11,12 @@ use zeroize::Zeroizing;
 use super::key_schedule::{self, Secrets, Transcript};
 use super::messages;
 use super::{
-    Core, HandshakeConfig, HandshakeError, HandshakeOutcome, Machine, PeerLists, Phase, Resumption,
-    ResumptionConfig, RpcVersion, RpcVersions, cipher_refusal, first_common, negotiated_frame_size,
-    own_boundary, random_nonce, record_protocol_refusal,
+    Core, HandshakeConfig, HandshakeError, HandshakeOutcome, HandshakeRandom, Machine, PeerLists, Phase,
+    Resumption, ResumptionConfig, RpcVersion, RpcVersions, cipher_refusal, first_common,
+    negotiated_frame_size, own_boundary, record_protocol_refusal,
 };
 use crate::UnixTime;
-use crate::crypto::{CryptoError, StaticKeyPair};
+use crate::crypto::CryptoError;
 use crate::record::{RecordProtocol, Side};
 use crate::resumption::{
     ChainTrust, OpenedTicket, StoredServerTicket, TicketError, TicketKind, TicketLease, TicketParams,
@@ -282,10 +282,10 @@ impl ServerHandshake {
                 offered: ci.record_protocols.clone(),
             })?;
 
-        let ephemeral = match peer_share {
-            Some(_) => Some(StaticKeyPair::generate(c.provider.random.as_ref())?),
-            None => None,
-        };
+        // The only call to the random source in this handshake, after the
+        // client and the negotiation passed.
+        let random = HandshakeRandom::draw(&c.provider)?;
+        let ephemeral = peer_share.map(|_| random.ephemeral());
         let ee = match (&ephemeral, peer_share) {
             (Some(e), Some(p)) => Some(e.agree(p)?),
             _ => None,
@@ -319,7 +319,7 @@ impl ServerHandshake {
             },
             handshake_cipher: cipher.clone(),
             record_protocol: record_protocol.name().to_owned(),
-            nonce: random_nonce(&c.provider)?.to_vec(),
+            nonce: random.nonce().to_vec(),
             resumption: server_ticket,
             ephemeral_share: ephemeral
                 .as_ref()
@@ -356,7 +356,7 @@ impl ServerHandshake {
             };
             sf_ticket = Some(
                 r.keys
-                    .seal_ticket(&params, c.provider.random.as_ref())
+                    .seal_ticket(&params, &random.ticket())
                     .map_err(|_| HandshakeError::Crypto(CryptoError::Random))?,
             );
         }
