@@ -1,5 +1,6 @@
 //! Handshakes per second, client and server driven in one thread in memory:
-//! full (warm chain cache and cold), PFS, and resumed.
+//! full (warm chain cache, cold, and a new handshake certificate under a
+//! known principal), PFS, and resumed.
 //!
 //! `cargo bench -p alts-core --bench handshake`
 
@@ -24,6 +25,15 @@ fn bench(cr: &mut Criterion) {
     g.bench_function("full_cold_cache", |b| {
         b.iter(|| {
             pair.clear_caches();
+            pair.handshake()
+        })
+    });
+
+    let pair = BenchPair::new(false);
+    pair.handshake();
+    g.bench_function("new_handshake_cert_known_principal", |b| {
+        b.iter(|| {
+            pair.clear_chain_caches();
             pair.handshake()
         })
     });

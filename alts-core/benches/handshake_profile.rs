@@ -28,6 +28,14 @@ fn main() {
                 pair.handshake();
             }
         }
+        "new_handshake_cert" => {
+            let pair = BenchPair::new(false);
+            pair.handshake();
+            for _ in 0..count {
+                pair.clear_chain_caches();
+                pair.handshake();
+            }
+        }
         "full_pfs_warm_cache" => {
             let mut pair = BenchPair::new(false);
             let (mut c, mut s) = ((*pair.client).clone(), (*pair.server).clone());

@@ -246,7 +246,10 @@ impl ClientHandshake {
                 )
             }
             ResumptionMode::NotResumed => {
+                // The server's chain, the policy and our targets, before any
+                // key agreement.
                 let peer = c.verifier.verify_handshake_cert(&si.handshake_cert, self.now)?;
+                self.check_target(&peer)?;
                 let static_dh = c.credentials.static_agree(&peer.static_public_key)?;
                 let mut ikm = Zeroizing::new(static_dh.secret_bytes().to_vec());
                 if kci {
