@@ -102,7 +102,8 @@ impl ClientHandshake {
             .collect();
         let resumption = c.resumption.as_ref().filter(|_| !kci);
         let cache_key = options.cache_key();
-        let offered_ticket = resumption.and_then(|r| usable_cached_ticket(c, r, &options, &cache_key, now));
+        let mut offered_ticket =
+            resumption.and_then(|r| usable_cached_ticket(c, r, &options, &cache_key, now));
         // No server-side ticket while they are suspended for this session key.
         let accepted_rids: Vec<Vec<u8>> = resumption
             .filter(|r| !r.client_cache.server_tickets_suspended(&cache_key, now))
@@ -114,9 +115,11 @@ impl ClientHandshake {
             handshake_ciphers,
             record_protocols,
             nonce: random.nonce().to_vec(),
-            resumption: offered_ticket.as_ref().map(|t| ResumptionTicket {
-                rid: t.rid.clone(),
-                ticket: t.ticket.clone(),
+            // The sealed bytes move into ClientInit; the rest of the cached
+            // ticket (secret, server, trust) stays for the resumption.
+            resumption: offered_ticket.as_mut().map(|t| ResumptionTicket {
+                rid: std::mem::take(&mut t.rid),
+                ticket: std::mem::take(&mut t.ticket),
             }),
             ephemeral_share: ephemeral
                 .as_ref()

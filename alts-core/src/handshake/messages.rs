@@ -97,7 +97,7 @@ pub(crate) fn decode(framed: &[u8]) -> Result<handshake_message::Msg, HandshakeE
     // Finished messages' own bytes are not covered by the MAC they carry, so
     // unknown fields or padded varints would otherwise let a modified flight
     // through (found by the `handshake_flight_mutation` fuzz target).
-    if decoded.encoded_len() != body.len() || decoded.encode_to_vec() != body {
+    if !is_canonical(&decoded, body) {
         return Err(HandshakeError::Malformed("non-canonical encoding"));
     }
     let msg = decoded.msg.ok_or(HandshakeError::Malformed("empty message"))?;
@@ -109,6 +109,29 @@ pub(crate) fn decode(framed: &[u8]) -> Result<handshake_message::Msg, HandshakeE
         });
     }
     Ok(msg)
+}
+
+/// Messages up to this size are re-encoded on the stack for the canonical
+/// check (every message of a handshake with the usual certificates).
+const CANONICAL_STACK_BUF: usize = 2048;
+
+/// Whether re-encoding `decoded` gives exactly `body`.
+fn is_canonical(decoded: &HandshakeMessage, body: &[u8]) -> bool {
+    if decoded.encoded_len() != body.len() {
+        return false;
+    }
+    if body.len() > CANONICAL_STACK_BUF {
+        return decoded.encode_to_vec() == body;
+    }
+    let mut buf = [0u8; CANONICAL_STACK_BUF];
+    let encoded = match buf.get_mut(..body.len()) {
+        Some(out) => {
+            let mut w: &mut [u8] = out;
+            decoded.encode(&mut w).is_ok() && w.is_empty()
+        }
+        None => false,
+    };
+    encoded && buf.get(..body.len()) == Some(body)
 }
 
 fn check_names(list: &[String], what: &'static str) -> Result<(), HandshakeError> {
