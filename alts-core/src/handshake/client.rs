@@ -165,9 +165,9 @@ impl ClientHandshake {
     fn on_server_init(
         &self,
         st: ExpectServerInit,
-        framed: Vec<u8>,
+        framed: &[u8],
     ) -> Result<ExpectServerFinished, HandshakeError> {
-        let Msg::ServerInit(si) = messages::decode(&framed)? else {
+        let Msg::ServerInit(si) = messages::decode(framed)? else {
             return Err(HandshakeError::UnexpectedMessage {
                 expected: "ServerInit",
             });
@@ -301,7 +301,7 @@ impl ClientHandshake {
             ikm.extend_from_slice(ee.secret_bytes());
         }
         let mut transcript = st.transcript;
-        transcript.add(&framed);
+        transcript.add(framed);
         let th1 = transcript.current();
         let secrets = key_schedule::derive(&[&ikm], &th1, record_protocol.key_data_len())
             .map_err(|()| HandshakeError::Malformed("key schedule"))?;
@@ -361,9 +361,9 @@ impl ClientHandshake {
     fn on_server_finished(
         &mut self,
         st: ExpectServerFinished,
-        framed: Vec<u8>,
+        framed: &[u8],
     ) -> Result<HandshakeOutcome, HandshakeError> {
-        let Msg::ServerFinished(ServerFinished { mac, new_ticket }) = messages::decode(&framed)? else {
+        let Msg::ServerFinished(ServerFinished { mac, new_ticket }) = messages::decode(framed)? else {
             return Err(HandshakeError::UnexpectedMessage {
                 expected: "ServerFinished",
             });
@@ -414,15 +414,16 @@ impl ClientHandshake {
             }
         }
         let mut transcript = st.transcript;
-        transcript.add(&framed);
+        transcript.add(framed);
         let th2 = transcript.current();
         let mac = st.secrets.client_finished(&th2, cf_ticket.as_ref());
-        self.core
-            .out
-            .extend_from_slice(&messages::frame(Msg::ClientFinished(ClientFinished {
+        messages::frame_into(
+            Msg::ClientFinished(ClientFinished {
                 mac,
                 new_ticket: cf_ticket,
-            })));
+            }),
+            &mut self.core.out,
+        );
         Ok(HandshakeOutcome {
             side: Side::Client,
             record_protocol: st.record_protocol,
@@ -506,7 +507,7 @@ impl Machine for ClientHandshake {
         &self.core
     }
 
-    fn advance(&mut self, step: Step, framed: Vec<u8>) -> Result<Phase<Step>, HandshakeError> {
+    fn advance(&mut self, step: Step, framed: &[u8]) -> Result<Phase<Step>, HandshakeError> {
         Ok(match step {
             Step::ExpectServerInit(st) => Phase::Running(Step::ExpectServerFinished(Box::new(
                 self.on_server_init(*st, framed)?,

@@ -26,12 +26,42 @@ pub(crate) const MAX_ALERT: usize = 256;
 
 /// Frames one message.
 pub(crate) fn frame(msg: handshake_message::Msg) -> Vec<u8> {
+    let mut out = Vec::new();
+    frame_into(msg, &mut out);
+    out
+}
+
+/// Appends the framed message to `out`; returns where it starts.
+pub(crate) fn frame_into(msg: handshake_message::Msg, out: &mut Vec<u8>) -> usize {
     let m = HandshakeMessage { msg: Some(msg) };
     let len = m.encoded_len();
-    let mut out = Vec::with_capacity(4 + len);
+    let start = out.len();
+    out.reserve(4 + len);
     out.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
-    m.encode(&mut out).unwrap_or_default();
-    out
+    m.encode(out).unwrap_or_default();
+    start
+}
+
+/// The length of the framed message at the start of `input` when all of it
+/// is there (`None` when more bytes are needed). The same length checks as
+/// [`MessageReader::read`].
+pub(crate) fn whole_message_len(input: &[u8]) -> Result<Option<usize>, HandshakeError> {
+    let Some(hdr) = input.get(..4).and_then(|h| <[u8; 4]>::try_from(h).ok()) else {
+        return Ok(None);
+    };
+    let len = checked_body_len(hdr)?;
+    Ok((input.len() >= 4 + len).then_some(4 + len))
+}
+
+fn checked_body_len(hdr: [u8; 4]) -> Result<usize, HandshakeError> {
+    let len = u32::from_be_bytes(hdr) as usize;
+    if len > MAX_HANDSHAKE_MESSAGE {
+        return Err(HandshakeError::MessageTooLarge {
+            len,
+            max: MAX_HANDSHAKE_MESSAGE,
+        });
+    }
+    Ok(len)
 }
 
 /// Accumulates one framed message from input delivered in any chunking.
@@ -76,14 +106,12 @@ impl MessageReader {
             .get(..4)
             .and_then(|h| h.try_into().ok())
             .ok_or(HandshakeError::Malformed("length prefix"))?;
-        let len = u32::from_be_bytes(hdr) as usize;
-        if len > MAX_HANDSHAKE_MESSAGE {
-            return Err(HandshakeError::MessageTooLarge {
-                len,
-                max: MAX_HANDSHAKE_MESSAGE,
-            });
-        }
-        Ok(len)
+        checked_body_len(hdr)
+    }
+
+    /// True when no part of a message is buffered.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.buf.is_empty()
     }
 }
 

@@ -644,7 +644,7 @@ pub(crate) trait Machine: Send {
     fn core(&mut self) -> &mut Core<Self::Step>;
     fn core_ref(&self) -> &Core<Self::Step>;
     /// Handles one complete framed message received in `step`.
-    fn advance(&mut self, step: Self::Step, framed: Vec<u8>) -> Result<Phase<Self::Step>, HandshakeError>;
+    fn advance(&mut self, step: Self::Step, framed: &[u8]) -> Result<Phase<Self::Step>, HandshakeError>;
 }
 
 /// Reads whole messages from `input` and advances until done or out of input.
@@ -654,9 +654,28 @@ fn read_messages<M: Machine>(m: &mut M, input: &[u8]) -> Result<usize, Handshake
         if matches!(m.core_ref().phase, Phase::Done(_)) {
             return Ok(used);
         }
-        let (n, msg) = m.core().reader.read(input.get(used..).unwrap_or_default())?;
-        used += n;
-        let Some(framed) = msg else { return Ok(used) };
+        let rest = input.get(used..).unwrap_or_default();
+        // A message that arrived whole is handled where it lies; only one
+        // split across calls is gathered in the reader's buffer.
+        let whole = if m.core_ref().reader.is_empty() {
+            messages::whole_message_len(rest)?
+        } else {
+            None
+        };
+        let buffered;
+        let framed = match whole {
+            Some(len) => {
+                used += len;
+                rest.get(..len).unwrap_or_default()
+            }
+            None => {
+                let (n, msg) = m.core().reader.read(rest)?;
+                used += n;
+                let Some(msg) = msg else { return Ok(used) };
+                buffered = msg;
+                &buffered[..]
+            }
+        };
         let placeholder = Phase::Failed(HandshakeError::AlreadyComplete);
         match std::mem::replace(&mut m.core().phase, placeholder) {
             Phase::Running(step) => {

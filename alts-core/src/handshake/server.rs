@@ -188,8 +188,8 @@ impl ServerHandshake {
         })
     }
 
-    fn on_client_init(&mut self, framed: Vec<u8>) -> Result<ExpectClientFinished, HandshakeError> {
-        let Msg::ClientInit(ci) = messages::decode(&framed)? else {
+    fn on_client_init(&mut self, framed: &[u8]) -> Result<ExpectClientFinished, HandshakeError> {
+        let Msg::ClientInit(ci) = messages::decode(framed)? else {
             return Err(HandshakeError::UnexpectedMessage {
                 expected: "ClientInit",
             });
@@ -331,10 +331,11 @@ impl ServerHandshake {
             resumed: mode as i32,
             boundary,
         };
-        let si_framed = messages::frame(Msg::ServerInit(si));
+        // Both messages are framed straight into the output buffer.
+        let si_start = messages::frame_into(Msg::ServerInit(si), &mut self.core.out);
         let mut transcript = Transcript::new();
-        transcript.add(&framed);
-        transcript.add(&si_framed);
+        transcript.add(framed);
+        transcript.add(self.core.out.get(si_start..).unwrap_or_default());
         let th1 = transcript.current();
         let secrets = key_schedule::derive(&[&ikm], &th1, record_protocol.key_data_len())
             .map_err(|()| HandshakeError::Malformed("key schedule"))?;
@@ -361,14 +362,15 @@ impl ServerHandshake {
             );
         }
         let mac = secrets.server_finished(&th1, sf_ticket.as_ref());
-        let sf_framed = messages::frame(Msg::ServerFinished(ServerFinished {
-            mac,
-            new_ticket: sf_ticket,
-        }));
-        transcript.add(&sf_framed);
+        let sf_start = messages::frame_into(
+            Msg::ServerFinished(ServerFinished {
+                mac,
+                new_ticket: sf_ticket,
+            }),
+            &mut self.core.out,
+        );
+        transcript.add(self.core.out.get(sf_start..).unwrap_or_default());
         let th2 = transcript.current();
-        self.core.out.extend_from_slice(&si_framed);
-        self.core.out.extend_from_slice(&sf_framed);
 
         let outcome = HandshakeOutcome {
             side: Side::Server,
@@ -398,9 +400,9 @@ impl ServerHandshake {
     fn on_client_finished(
         &self,
         st: ExpectClientFinished,
-        framed: Vec<u8>,
+        framed: &[u8],
     ) -> Result<HandshakeOutcome, HandshakeError> {
-        let Msg::ClientFinished(ClientFinished { mac, new_ticket }) = messages::decode(&framed)? else {
+        let Msg::ClientFinished(ClientFinished { mac, new_ticket }) = messages::decode(framed)? else {
             return Err(HandshakeError::UnexpectedMessage {
                 expected: "ClientFinished",
             });
@@ -451,10 +453,19 @@ impl Machine for ServerHandshake {
         &self.core
     }
 
-    fn advance(&mut self, step: Step, framed: Vec<u8>) -> Result<Phase<Step>, HandshakeError> {
+    fn advance(&mut self, step: Step, framed: &[u8]) -> Result<Phase<Step>, HandshakeError> {
         Ok(match step {
             Step::ExpectClientInit => {
-                Phase::Running(Step::ExpectClientFinished(Box::new(self.on_client_init(framed)?)))
+                // ServerInit is framed into the output before the steps that
+                // may still fail: on failure none of it is sent (only the alert).
+                let out_start = self.core.out.len();
+                match self.on_client_init(framed) {
+                    Ok(st) => Phase::Running(Step::ExpectClientFinished(Box::new(st))),
+                    Err(e) => {
+                        self.core.out.truncate(out_start);
+                        return Err(e);
+                    }
+                }
             }
             Step::ExpectClientFinished(st) => {
                 Phase::Done(Some(Box::new(self.on_client_finished(*st, framed)?)))
