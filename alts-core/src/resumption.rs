@@ -65,6 +65,8 @@ pub const PRESENT_MARGIN_SECS: i64 = 60;
 const NONCE_LEN: usize = 12;
 const TICKET_AAD_V1: &[u8] = b"alts v1 ticket";
 const TICKET_AAD: &[u8] = b"alts v2 ticket";
+/// Length of the current format's associated data (`rid || label || kind`).
+const AAD_LEN: usize = RID_LEN + TICKET_AAD.len() + 1;
 const REPLAY_ID_LABEL: &[u8] = b"alts v2 ticket id";
 
 /// Why a ticket could not be used.
@@ -224,11 +226,13 @@ impl ResumptionKey {
     }
 
     /// Associated data of the current format: `rid || "alts v2 ticket" || kind`.
-    fn aad(&self, kind: TicketKind) -> Vec<u8> {
-        let mut aad = Vec::with_capacity(RID_LEN + TICKET_AAD.len() + 1);
-        aad.extend_from_slice(&self.rid);
-        aad.extend_from_slice(TICKET_AAD);
-        aad.push(kind.aad_byte());
+    fn aad(&self, kind: TicketKind) -> [u8; AAD_LEN] {
+        let mut aad = [0u8; AAD_LEN];
+        let (rid, rest) = aad.split_at_mut(RID_LEN);
+        rid.copy_from_slice(&self.rid);
+        let (label, last) = rest.split_at_mut(TICKET_AAD.len());
+        label.copy_from_slice(TICKET_AAD);
+        last.fill(kind.aad_byte());
         aad
     }
 
@@ -387,21 +391,47 @@ impl ResumptionKeys {
         self.keys.iter().find(|k| k.rid[..] == *rid)
     }
 
-    /// Seals a fresh ticket (with a fresh random ID) under the current key.
+    /// Seals a fresh ticket under the current key, with the random ID and
+    /// AEAD nonce in `random` (drawn by the handshake with its other random
+    /// bytes). The contents are encoded straight into the output buffer and
+    /// sealed in place: one allocation, no copies of the peer's strings or
+    /// of the secret.
     pub(crate) fn seal_ticket(
         &self,
         p: &TicketParams<'_>,
-        rng: &dyn SecureRandom,
+        random: &TicketRandom,
     ) -> Result<alts_proto::alts_v1::ResumptionTicket, TicketError> {
         let key = self.current();
-        let mut id = [0u8; TICKET_ID_LEN];
-        rng.fill(&mut id).map_err(|_| TicketError::Random)?;
-        let mut contents = ticket_contents(p, id);
-        let sealed = key.seal_as(p.kind, &contents, rng);
-        contents.resumption_secret.zeroize();
+        let body_len = contents_len(p);
+        let mut out = Vec::with_capacity(NONCE_LEN + body_len + aead::AES_256_GCM.tag_len());
+        out.extend_from_slice(&random.nonce);
+        encode_contents(p, &random.id, &mut out);
+        let sealed = match out.get_mut(NONCE_LEN..) {
+            Some(body) => key
+                .key
+                .seal_in_place_separate_tag(
+                    aead::Nonce::assume_unique_for_key(random.nonce),
+                    aead::Aad::from(&key.aad(p.kind)),
+                    body,
+                )
+                .map_err(|_| TicketError::Authentication),
+            None => Err(TicketError::Malformed),
+        };
+        let tag = match sealed {
+            Ok(tag) => tag,
+            Err(e) => {
+                // The buffer still holds the plaintext secret.
+                out.zeroize();
+                return Err(e);
+            }
+        };
+        out.extend_from_slice(tag.as_ref());
+        if out.len() > MAX_TICKET_LEN {
+            return Err(TicketError::BadLength(out.len()));
+        }
         Ok(alts_proto::alts_v1::ResumptionTicket {
             rid: key.rid().to_vec(),
-            ticket: sealed?,
+            ticket: out,
         })
     }
 
@@ -428,7 +458,144 @@ impl fmt::Debug for ResumptionSecret {
     }
 }
 
-/// Builds the plaintext of a ticket (the caller zeroizes its secret).
+/// The random bytes one sealed ticket needs: its random ID and the AEAD
+/// nonce. Public values (the nonce is sent in the clear, the ID only inside
+/// the sealed ticket).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TicketRandom {
+    /// The ticket's random ID (replay detection).
+    pub(crate) id: [u8; TICKET_ID_LEN],
+    /// The AES-GCM nonce.
+    pub(crate) nonce: [u8; NONCE_LEN],
+}
+
+/// Bytes of random input one sealed ticket needs ([`TicketRandom`]).
+pub(crate) const TICKET_RANDOM_LEN: usize = TICKET_ID_LEN + NONCE_LEN;
+
+impl TicketRandom {
+    /// Splits `bytes` into the ID and the nonce.
+    pub(crate) fn from_bytes(bytes: &[u8; TICKET_RANDOM_LEN]) -> Self {
+        let mut id = [0u8; TICKET_ID_LEN];
+        let mut nonce = [0u8; NONCE_LEN];
+        let (a, b) = bytes.split_at(TICKET_ID_LEN);
+        id.copy_from_slice(a);
+        nonce.copy_from_slice(b);
+        Self { id, nonce }
+    }
+}
+
+/// Protobuf wire types used by [`TicketContents`].
+const WIRE_VARINT: u64 = 0;
+const WIRE_FIXED64: u64 = 1;
+const WIRE_LEN: u64 = 2;
+
+fn varint_len(v: u64) -> usize {
+    // 7 bits per byte, at least one byte.
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+fn put_varint(mut v: u64, out: &mut Vec<u8>) {
+    while v >= 0x80 {
+        out.push((v as u8 & 0x7f) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// One field of the ticket plaintext, in the encoding prost gives
+/// [`TicketContents`] (proto3: fields equal to their default are omitted).
+enum Field<'a> {
+    Varint(u64),
+    Fixed64(u64),
+    Bytes(&'a [u8]),
+}
+
+impl Field<'_> {
+    fn is_default(&self) -> bool {
+        match self {
+            Self::Varint(v) | Self::Fixed64(v) => *v == 0,
+            Self::Bytes(b) => b.is_empty(),
+        }
+    }
+
+    fn len(&self, tag: u64) -> usize {
+        if self.is_default() {
+            return 0;
+        }
+        varint_len(tag << 3)
+            + match self {
+                Self::Varint(v) => varint_len(*v),
+                Self::Fixed64(_) => 8,
+                Self::Bytes(b) => varint_len(b.len() as u64) + b.len(),
+            }
+    }
+
+    fn put(&self, tag: u64, out: &mut Vec<u8>) {
+        if self.is_default() {
+            return;
+        }
+        match self {
+            Self::Varint(v) => {
+                put_varint(tag << 3 | WIRE_VARINT, out);
+                put_varint(*v, out);
+            }
+            Self::Fixed64(v) => {
+                put_varint(tag << 3 | WIRE_FIXED64, out);
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            Self::Bytes(b) => {
+                put_varint(tag << 3 | WIRE_LEN, out);
+                put_varint(b.len() as u64, out);
+                out.extend_from_slice(b);
+            }
+        }
+    }
+}
+
+/// The fields of a ticket's plaintext ([`TicketContents`]) in tag order,
+/// borrowed from the handshake's state.
+fn contents_fields<'a>(p: &TicketParams<'a>, id: &'a [u8; TICKET_ID_LEN]) -> [Field<'a>; 14] {
+    let peer = p.peer;
+    // int64 fields are encoded as the two's complement u64, as prost does.
+    [
+        Field::Varint(u64::from(TICKET_VERSION)),
+        Field::Bytes(peer.identity.as_bytes()),
+        Field::Varint(u64::from(category_code(peer.category))),
+        Field::Bytes(peer.issuer.as_bytes()),
+        Field::Fixed64(peer.principal_revocation_id),
+        Field::Fixed64(peer.handshake_revocation_id),
+        Field::Varint(peer.not_after.map_or(0, UnixTime::secs) as u64),
+        Field::Bytes(p.local.as_bytes()),
+        Field::Bytes(p.secret.0.as_slice()),
+        Field::Varint(p.expires_at.secs() as u64),
+        Field::Bytes(p.record_protocol.as_bytes()),
+        Field::Bytes(&p.trust.root_key_id),
+        Field::Varint(p.trust.verified_at.secs() as u64),
+        Field::Bytes(id),
+    ]
+}
+
+/// Length of the encoded ticket plaintext.
+fn contents_len(p: &TicketParams<'_>) -> usize {
+    let id = [0xffu8; TICKET_ID_LEN];
+    (1u64..)
+        .zip(contents_fields(p, &id).iter())
+        .map(|(tag, f)| f.len(tag))
+        .sum()
+}
+
+/// Appends the ticket plaintext to `out`: the same bytes as encoding the
+/// equivalent [`TicketContents`] with prost, without building it.
+fn encode_contents(p: &TicketParams<'_>, id: &[u8; TICKET_ID_LEN], out: &mut Vec<u8>) {
+    for (tag, f) in (1u64..).zip(contents_fields(p, id).iter()) {
+        f.put(tag, out);
+    }
+}
+
+/// Builds the plaintext of a ticket as a message (the caller zeroizes its
+/// secret). The handshake encodes the same fields directly
+/// ([`encode_contents`]); this is the reference it is tested against.
+#[cfg(test)]
 fn ticket_contents(p: &TicketParams<'_>, id: [u8; TICKET_ID_LEN]) -> TicketContents {
     let peer = p.peer;
     TicketContents {
@@ -1131,5 +1298,109 @@ impl fmt::Debug for TicketLease {
             .field("identity", &self.ticket.peer.identity)
             .field("committed", &self.committed)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use super::*;
+
+    fn peer(not_after: Option<UnixTime>, revocation_ids: (u64, u64)) -> VerifiedPeer {
+        VerifiedPeer {
+            identity: "backend-prod".to_owned(),
+            category: Category::Workload,
+            issuer: "scheduler".to_owned(),
+            principal_revocation_id: revocation_ids.0,
+            handshake_revocation_id: revocation_ids.1,
+            root_key_id: [7u8; 32],
+            not_after,
+            static_public_key: [0u8; 32],
+            handshake_ciphers: Vec::new(),
+            record_protocols: Vec::new(),
+        }
+    }
+
+    /// The direct encoding gives exactly prost's bytes, including omitted
+    /// zero fields, negative times and long varints.
+    #[test]
+    fn direct_ticket_encoding_matches_prost() {
+        let secret = ResumptionSecret(Zeroizing::new([9u8; SECRET_LEN]));
+        let cases = [
+            (
+                Some(UnixTime(1_767_225_600)),
+                (2u64 << 56 | 5, 2u64 << 56 | 6),
+                1_767_232_800,
+                1_767_225_600,
+                "ALTSRP_GCM_AES128_REKEY",
+                "frontend-prod",
+            ),
+            (None, (0, 0), 0, 0, "", ""),
+            (Some(UnixTime(-5)), (u64::MAX, 1), -1, i64::MIN, "x", "a"),
+            (
+                Some(UnixTime(i64::MAX)),
+                (1, u64::MAX),
+                i64::MAX,
+                127,
+                "ALTSRP_GCM_AES128",
+                "b",
+            ),
+        ];
+        for (not_after, ids, expires, verified, record_protocol, local) in cases {
+            let peer = peer(not_after, ids);
+            let trust = ChainTrust {
+                root_key_id: [3u8; 32],
+                verified_at: UnixTime(verified),
+            };
+            for kind in [TicketKind::ClientTicket, TicketKind::ServerTicket] {
+                let p = TicketParams {
+                    kind,
+                    peer: &peer,
+                    local,
+                    secret: &secret,
+                    trust: &trust,
+                    expires_at: UnixTime(expires),
+                    record_protocol,
+                };
+                let id = [0x80u8; TICKET_ID_LEN];
+                let want = ticket_contents(&p, id).encode_to_vec();
+                let mut got = Vec::new();
+                encode_contents(&p, &id, &mut got);
+                assert_eq!(got, want);
+                assert_eq!(contents_len(&p), want.len());
+            }
+        }
+    }
+
+    #[test]
+    fn sealed_ticket_opens_as_its_kind_only() {
+        let keys = ResumptionKeys::new(ResumptionKey::new([1u8; RID_LEN], &[2u8; 32]), Vec::new());
+        let secret = ResumptionSecret(Zeroizing::new([9u8; SECRET_LEN]));
+        let peer = peer(Some(UnixTime(2_000_000_000)), (1, 2));
+        let trust = ChainTrust {
+            root_key_id: [7u8; 32],
+            verified_at: UnixTime(1_767_225_600),
+        };
+        let p = TicketParams {
+            kind: TicketKind::ServerTicket,
+            peer: &peer,
+            local: "frontend-prod",
+            secret: &secret,
+            trust: &trust,
+            expires_at: UnixTime(1_767_232_800),
+            record_protocol: "ALTSRP_GCM_AES128_REKEY",
+        };
+        let random = TicketRandom::from_bytes(&[5u8; TICKET_RANDOM_LEN]);
+        let t = keys.seal_ticket(&p, &random).unwrap();
+        assert_eq!(t.rid, [1u8; RID_LEN]);
+        assert_eq!(t.ticket[..NONCE_LEN], random.nonce);
+        let key = keys.find(&t.rid).unwrap();
+        let opened = key.open_as(TicketKind::ServerTicket, &t.ticket).unwrap();
+        assert_eq!(opened, ticket_contents(&p, random.id));
+        assert_eq!(
+            key.open_as(TicketKind::ClientTicket, &t.ticket),
+            Err(TicketError::Authentication)
+        );
     }
 }

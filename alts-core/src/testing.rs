@@ -269,6 +269,29 @@ impl BenchPair {
         self.server.credentials.clear_static_dh_cache();
     }
 
+    /// Empties the chain caches and static-DH caches of both sides but keeps
+    /// their verified principal certificates: the next handshake costs what
+    /// a peer presenting a new handshake certificate under a known principal
+    /// costs (one signature check and one static X25519 per side).
+    pub fn clear_chain_caches(&self) {
+        self.client_verifier.clear_chain_cache();
+        self.server_verifier.clear_chain_cache();
+        self.client.credentials.clear_static_dh_cache();
+        self.server.credentials.clear_static_dh_cache();
+    }
+
+    /// Gives the server a fresh, empty replay guard. Every ticket of a
+    /// benchmark run at the fixed [`NOW`] expires in the same replay-guard
+    /// bucket, which holds a bounded number of tickets; a long resumed run
+    /// calls this between batches so that it keeps resuming.
+    pub fn reset_replay_guard(&mut self) {
+        let mut server = (*self.server).clone();
+        if let Some(r) = server.resumption.as_mut() {
+            r.replay_guard = Arc::new(crate::resumption::InMemoryReplayGuard::new(1_000_000));
+        }
+        self.server = Arc::new(server);
+    }
+
     /// One complete handshake in memory; returns whether it resumed.
     pub fn handshake(&self) -> bool {
         let mut client =

@@ -10,15 +10,16 @@ use zeroize::Zeroizing;
 use super::key_schedule::{self, Secrets, Transcript};
 use super::messages;
 use super::{
-    ClientOptions, Core, HandshakeConfig, HandshakeError, HandshakeOutcome, Machine, PeerLists, Phase,
-    Resumption, ResumptionConfig, RpcVersion, RpcVersions, cipher_refusal, negotiated_frame_size,
-    own_boundary, random_nonce, record_protocol_refusal,
+    ClientOptions, Core, HandshakeConfig, HandshakeError, HandshakeOutcome, HandshakeRandom, Machine,
+    PeerLists, Phase, Resumption, ResumptionConfig, RpcVersion, RpcVersions, cipher_refusal,
+    negotiated_frame_size, own_boundary, record_protocol_refusal,
 };
 use crate::UnixTime;
 use crate::crypto::{CryptoError, StaticKeyPair};
 use crate::record::{RecordProtocol, Side};
 use crate::resumption::{
-    ChainTrust, ClientTicket, OpenedTicket, TicketError, TicketKind, TicketParams, check_contents,
+    ChainTrust, ClientTicket, OpenedTicket, TicketError, TicketKind, TicketParams, TicketRandom,
+    check_contents,
 };
 use crate::verify::VerifiedPeer;
 
@@ -42,6 +43,8 @@ pub(crate) struct ExpectServerInit {
     offered_ticket: Option<ClientTicket>,
     /// The RIDs listed in ClientInit (a server-side ticket must name one).
     accepted_rids: Vec<Vec<u8>>,
+    /// ID and nonce of the server-side ticket we may seal.
+    ticket_random: TicketRandom,
 }
 
 pub(crate) struct ExpectServerFinished {
@@ -61,6 +64,8 @@ pub(crate) struct ExpectServerFinished {
     /// Our trust in the server's chain: from this handshake, or carried
     /// forward from the ticket it resumed.
     trust: ChainTrust,
+    /// ID and nonce of the server-side ticket we may seal.
+    ticket_random: TicketRandom,
 }
 
 impl ClientHandshake {
@@ -72,11 +77,9 @@ impl ClientHandshake {
     ) -> Result<Self, HandshakeError> {
         let c = &config;
         let kci = c.kci_resistant;
-        let ephemeral = if c.pfs || c.require_pfs || kci {
-            Some(StaticKeyPair::generate(c.provider.random.as_ref())?)
-        } else {
-            None
-        };
+        // The only call to the random source in this handshake.
+        let random = HandshakeRandom::draw(&c.provider)?;
+        let ephemeral = (c.pfs || c.require_pfs || kci).then(|| random.ephemeral());
         let boundary = own_boundary(c)?;
         // Offer only what our certificate lists too, at or above our minimum
         // level, integrity-only only with a boundary of our own (the server's
@@ -99,7 +102,8 @@ impl ClientHandshake {
             .collect();
         let resumption = c.resumption.as_ref().filter(|_| !kci);
         let cache_key = options.cache_key();
-        let offered_ticket = resumption.and_then(|r| usable_cached_ticket(c, r, &options, &cache_key, now));
+        let mut offered_ticket =
+            resumption.and_then(|r| usable_cached_ticket(c, r, &options, &cache_key, now));
         // No server-side ticket while they are suspended for this session key.
         let accepted_rids: Vec<Vec<u8>> = resumption
             .filter(|r| !r.client_cache.server_tickets_suspended(&cache_key, now))
@@ -110,10 +114,12 @@ impl ClientHandshake {
             handshake_cert: c.credentials.cert_bytes().to_vec(),
             handshake_ciphers,
             record_protocols,
-            nonce: random_nonce(&c.provider)?.to_vec(),
-            resumption: offered_ticket.as_ref().map(|t| ResumptionTicket {
-                rid: t.rid.clone(),
-                ticket: t.ticket.clone(),
+            nonce: random.nonce().to_vec(),
+            // The sealed bytes move into ClientInit; the rest of the cached
+            // ticket (secret, server, trust) stays for the resumption.
+            resumption: offered_ticket.as_mut().map(|t| ResumptionTicket {
+                rid: std::mem::take(&mut t.rid),
+                ticket: std::mem::take(&mut t.ticket),
             }),
             ephemeral_share: ephemeral
                 .as_ref()
@@ -135,6 +141,7 @@ impl ClientHandshake {
             ephemeral,
             offered_ticket,
             accepted_rids,
+            ticket_random: random.ticket(),
         }));
         Ok(Self {
             core: Core::new(first, framed),
@@ -158,9 +165,9 @@ impl ClientHandshake {
     fn on_server_init(
         &self,
         st: ExpectServerInit,
-        framed: Vec<u8>,
+        framed: &[u8],
     ) -> Result<ExpectServerFinished, HandshakeError> {
-        let Msg::ServerInit(si) = messages::decode(&framed)? else {
+        let Msg::ServerInit(si) = messages::decode(framed)? else {
             return Err(HandshakeError::UnexpectedMessage {
                 expected: "ServerInit",
             });
@@ -242,7 +249,10 @@ impl ClientHandshake {
                 )
             }
             ResumptionMode::NotResumed => {
+                // The server's chain, the policy and our targets, before any
+                // key agreement.
                 let peer = c.verifier.verify_handshake_cert(&si.handshake_cert, self.now)?;
+                self.check_target(&peer)?;
                 let static_dh = c.credentials.static_agree(&peer.static_public_key)?;
                 let mut ikm = Zeroizing::new(static_dh.secret_bytes().to_vec());
                 if kci {
@@ -291,7 +301,7 @@ impl ClientHandshake {
             ikm.extend_from_slice(ee.secret_bytes());
         }
         let mut transcript = st.transcript;
-        transcript.add(&framed);
+        transcript.add(framed);
         let th1 = transcript.current();
         let secrets = key_schedule::derive(&[&ikm], &th1, record_protocol.key_data_len())
             .map_err(|()| HandshakeError::Malformed("key schedule"))?;
@@ -309,6 +319,7 @@ impl ClientHandshake {
             resumption,
             pfs: ee.is_some(),
             trust,
+            ticket_random: st.ticket_random,
         })
     }
 
@@ -350,9 +361,9 @@ impl ClientHandshake {
     fn on_server_finished(
         &mut self,
         st: ExpectServerFinished,
-        framed: Vec<u8>,
+        framed: &[u8],
     ) -> Result<HandshakeOutcome, HandshakeError> {
-        let Msg::ServerFinished(ServerFinished { mac, new_ticket }) = messages::decode(&framed)? else {
+        let Msg::ServerFinished(ServerFinished { mac, new_ticket }) = messages::decode(framed)? else {
             return Err(HandshakeError::UnexpectedMessage {
                 expected: "ServerFinished",
             });
@@ -371,6 +382,7 @@ impl ClientHandshake {
         if let Some(r) = c.resumption.as_ref().filter(|_| !kci)
             && let Some(expires_at) = r.ticket_expiry(&st.peer, &st.trust, self.now)
         {
+            let wants_server_ticket = server_wants_server_ticket(&st.resumption, new_ticket.is_some());
             if let Some(t) = new_ticket {
                 r.client_cache.put(
                     &self.options.cache_key(),
@@ -384,31 +396,34 @@ impl ClientHandshake {
                     },
                 );
             }
-            let params = TicketParams {
-                kind: TicketKind::ServerTicket,
-                peer: &st.peer,
-                local: &local,
-                secret: &st.secrets.r_server_ticket,
-                trust: &st.trust,
-                expires_at,
-                record_protocol: st.record_protocol.name(),
-            };
-            cf_ticket = Some(
-                r.keys
-                    .seal_ticket(&params, c.provider.random.as_ref())
-                    .map_err(|_| HandshakeError::Crypto(CryptoError::Random))?,
-            );
+            if wants_server_ticket {
+                let params = TicketParams {
+                    kind: TicketKind::ServerTicket,
+                    peer: &st.peer,
+                    local: &local,
+                    secret: &st.secrets.r_server_ticket,
+                    trust: &st.trust,
+                    expires_at,
+                    record_protocol: st.record_protocol.name(),
+                };
+                cf_ticket = Some(
+                    r.keys
+                        .seal_ticket(&params, &st.ticket_random)
+                        .map_err(|_| HandshakeError::Crypto(CryptoError::Random))?,
+                );
+            }
         }
         let mut transcript = st.transcript;
-        transcript.add(&framed);
+        transcript.add(framed);
         let th2 = transcript.current();
         let mac = st.secrets.client_finished(&th2, cf_ticket.as_ref());
-        self.core
-            .out
-            .extend_from_slice(&messages::frame(Msg::ClientFinished(ClientFinished {
+        messages::frame_into(
+            Msg::ClientFinished(ClientFinished {
                 mac,
                 new_ticket: cf_ticket,
-            })));
+            }),
+            &mut self.core.out,
+        );
         Ok(HandshakeOutcome {
             side: Side::Client,
             record_protocol: st.record_protocol,
@@ -425,6 +440,27 @@ impl ClientHandshake {
             pfs: st.pfs,
             kci_resistant: kci,
         })
+    }
+}
+
+/// Whether a server-side ticket (sealed by us, kept by the server) is of
+/// use to this server, from what its flight says:
+/// - a server that sent no ticket in ServerFinished and resumed nothing
+///   shows no resumption: it keeps no server-side tickets either;
+/// - after a resumption from our client-side ticket that brought a fresh
+///   client-side ticket, we resume from that one next time (ClientInit
+///   presents a client-side ticket first, and the server then never looks
+///   for a server-side one), so a server-side ticket would only be sealed,
+///   sent, MACed and stored to go unused. The server keeps the server-side
+///   tickets of earlier full or server-side resumed handshakes.
+///
+/// In every other case (a full handshake, a resumption from a server-side
+/// ticket) the server gets a fresh server-side ticket, as before.
+fn server_wants_server_ticket(resumption: &Resumption, got_client_ticket: bool) -> bool {
+    match resumption {
+        Resumption::ClientTicket => !got_client_ticket,
+        Resumption::ServerTicket => true,
+        Resumption::NotAttempted | Resumption::Refused(_) => got_client_ticket,
     }
 }
 
@@ -471,7 +507,7 @@ impl Machine for ClientHandshake {
         &self.core
     }
 
-    fn advance(&mut self, step: Step, framed: Vec<u8>) -> Result<Phase<Step>, HandshakeError> {
+    fn advance(&mut self, step: Step, framed: &[u8]) -> Result<Phase<Step>, HandshakeError> {
         Ok(match step {
             Step::ExpectServerInit(st) => Phase::Running(Step::ExpectServerFinished(Box::new(
                 self.on_server_init(*st, framed)?,

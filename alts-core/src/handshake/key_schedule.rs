@@ -20,7 +20,8 @@ use crate::crypto::backend::{self as ring, hkdf, hmac}; // `ring::` below: the b
 use alts_proto::alts_v1::ResumptionTicket;
 use zeroize::Zeroizing;
 
-use crate::crypto::sha256;
+use subtle::ConstantTimeEq;
+
 use crate::resumption::{ResumptionSecret, SECRET_LEN};
 
 /// HKDF-Expand label of the record key material `M`.
@@ -47,12 +48,18 @@ impl hkdf::KeyType for Len {
     }
 }
 
-/// The secrets derived from one handshake. All zeroized on drop.
+/// Longest IKM: the static result plus up to three more X25519 results (KCI
+/// and ephemeral), or `R` plus the ephemeral result.
+const MAX_IKM: usize = 4 * 32;
+
+/// The secrets derived from one handshake. The byte secrets are zeroized on
+/// drop; the authenticator is kept as the HMAC key built from it (built once
+/// for both Finished MACs; the raw bytes are zeroized right after).
 pub(crate) struct Secrets {
     pub(crate) record_key_material: Zeroizing<Vec<u8>>,
     pub(crate) r_client_ticket: ResumptionSecret,
     pub(crate) r_server_ticket: ResumptionSecret,
-    authenticator: Zeroizing<[u8; 32]>,
+    authenticator: hmac::Key,
 }
 
 fn expand(prk: &hkdf::Prk, label: &[u8], out: &mut [u8]) -> Result<(), ()> {
@@ -67,11 +74,13 @@ pub(crate) fn derive(ikm_parts: &[&[u8]], th1: &[u8; 32], key_data_len: usize) -
     if key_data_len > MAX_KEY_DATA {
         return Err(());
     }
-    let mut ikm = Zeroizing::new(Vec::with_capacity(ikm_parts.iter().map(|p| p.len()).sum()));
+    let mut ikm = Zeroizing::new([0u8; MAX_IKM]);
+    let mut len = 0;
     for p in ikm_parts {
-        ikm.extend_from_slice(p);
+        ikm.get_mut(len..len + p.len()).ok_or(())?.copy_from_slice(p);
+        len += p.len();
     }
-    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, th1).extract(&ikm);
+    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, th1).extract(ikm.get(..len).ok_or(())?);
     let mut m = Zeroizing::new(vec![0u8; key_data_len]);
     let mut rc = Zeroizing::new([0u8; SECRET_LEN]);
     let mut rs = Zeroizing::new([0u8; SECRET_LEN]);
@@ -84,46 +93,51 @@ pub(crate) fn derive(ikm_parts: &[&[u8]], th1: &[u8; 32], key_data_len: usize) -
         record_key_material: m,
         r_client_ticket: ResumptionSecret(rc),
         r_server_ticket: ResumptionSecret(rs),
-        authenticator: a,
+        authenticator: hmac::Key::new(hmac::HMAC_SHA256, a.as_ref()),
     })
 }
 
 /// `D(t)`: binds an optional ticket into a Finished MAC.
 pub(crate) fn ticket_digest(t: Option<&ResumptionTicket>) -> [u8; 32] {
     let Some(t) = t else { return [0u8; 32] };
-    let mut buf = Vec::with_capacity(8 + t.rid.len() + t.ticket.len());
-    buf.extend_from_slice(&u32::try_from(t.rid.len()).unwrap_or(u32::MAX).to_be_bytes());
-    buf.extend_from_slice(&t.rid);
-    buf.extend_from_slice(&u32::try_from(t.ticket.len()).unwrap_or(u32::MAX).to_be_bytes());
-    buf.extend_from_slice(&t.ticket);
-    sha256(&buf)
+    let mut h = Transcript::new();
+    h.add(&u32::try_from(t.rid.len()).unwrap_or(u32::MAX).to_be_bytes());
+    h.add(&t.rid);
+    h.add(&u32::try_from(t.ticket.len()).unwrap_or(u32::MAX).to_be_bytes());
+    h.add(&t.ticket);
+    h.current()
 }
 
 impl Secrets {
-    fn mac_input(label: &[u8], th: &[u8; 32], ticket: Option<&ResumptionTicket>) -> Vec<u8> {
-        let mut input = Vec::with_capacity(label.len() + 64);
-        input.extend_from_slice(label);
-        input.extend_from_slice(th);
-        input.extend_from_slice(&ticket_digest(ticket));
-        input
+    /// `HMAC(A, label || th || D(ticket))`, streamed (no buffer).
+    fn mac(&self, label: &[u8], th: &[u8; 32], ticket: Option<&ResumptionTicket>) -> hmac::Tag {
+        let mut ctx = hmac::Context::with_key(&self.authenticator);
+        ctx.update(label);
+        ctx.update(th);
+        ctx.update(&ticket_digest(ticket));
+        ctx.sign()
     }
 
-    fn key(&self) -> hmac::Key {
-        hmac::Key::new(hmac::HMAC_SHA256, self.authenticator.as_ref())
+    /// Constant-time comparison of a received MAC with the expected one.
+    fn mac_matches(
+        &self,
+        label: &[u8],
+        th: &[u8; 32],
+        ticket: Option<&ResumptionTicket>,
+        mac: &[u8],
+    ) -> bool {
+        let want = self.mac(label, th, ticket);
+        bool::from(want.as_ref().ct_eq(mac))
     }
 
     /// The ServerFinished MAC.
     pub(crate) fn server_finished(&self, th1: &[u8; 32], ticket: Option<&ResumptionTicket>) -> Vec<u8> {
-        hmac::sign(&self.key(), &Self::mac_input(LABEL_SERVER_FINISHED, th1, ticket))
-            .as_ref()
-            .to_vec()
+        self.mac(LABEL_SERVER_FINISHED, th1, ticket).as_ref().to_vec()
     }
 
     /// The ClientFinished MAC.
     pub(crate) fn client_finished(&self, th2: &[u8; 32], ticket: Option<&ResumptionTicket>) -> Vec<u8> {
-        hmac::sign(&self.key(), &Self::mac_input(LABEL_CLIENT_FINISHED, th2, ticket))
-            .as_ref()
-            .to_vec()
+        self.mac(LABEL_CLIENT_FINISHED, th2, ticket).as_ref().to_vec()
     }
 
     /// Checks a ServerFinished MAC in constant time.
@@ -133,12 +147,7 @@ impl Secrets {
         ticket: Option<&ResumptionTicket>,
         mac: &[u8],
     ) -> bool {
-        hmac::verify(
-            &self.key(),
-            &Self::mac_input(LABEL_SERVER_FINISHED, th1, ticket),
-            mac,
-        )
-        .is_ok()
+        self.mac_matches(LABEL_SERVER_FINISHED, th1, ticket, mac)
     }
 
     /// Checks a ClientFinished MAC in constant time.
@@ -148,12 +157,7 @@ impl Secrets {
         ticket: Option<&ResumptionTicket>,
         mac: &[u8],
     ) -> bool {
-        hmac::verify(
-            &self.key(),
-            &Self::mac_input(LABEL_CLIENT_FINISHED, th2, ticket),
-            mac,
-        )
-        .is_ok()
+        self.mac_matches(LABEL_CLIENT_FINISHED, th2, ticket, mac)
     }
 }
 

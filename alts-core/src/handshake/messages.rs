@@ -26,12 +26,42 @@ pub(crate) const MAX_ALERT: usize = 256;
 
 /// Frames one message.
 pub(crate) fn frame(msg: handshake_message::Msg) -> Vec<u8> {
+    let mut out = Vec::new();
+    frame_into(msg, &mut out);
+    out
+}
+
+/// Appends the framed message to `out`; returns where it starts.
+pub(crate) fn frame_into(msg: handshake_message::Msg, out: &mut Vec<u8>) -> usize {
     let m = HandshakeMessage { msg: Some(msg) };
     let len = m.encoded_len();
-    let mut out = Vec::with_capacity(4 + len);
+    let start = out.len();
+    out.reserve(4 + len);
     out.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
-    m.encode(&mut out).unwrap_or_default();
-    out
+    m.encode(out).unwrap_or_default();
+    start
+}
+
+/// The length of the framed message at the start of `input` when all of it
+/// is there (`None` when more bytes are needed). The same length checks as
+/// [`MessageReader::read`].
+pub(crate) fn whole_message_len(input: &[u8]) -> Result<Option<usize>, HandshakeError> {
+    let Some(hdr) = input.get(..4).and_then(|h| <[u8; 4]>::try_from(h).ok()) else {
+        return Ok(None);
+    };
+    let len = checked_body_len(hdr)?;
+    Ok((input.len() >= 4 + len).then_some(4 + len))
+}
+
+fn checked_body_len(hdr: [u8; 4]) -> Result<usize, HandshakeError> {
+    let len = u32::from_be_bytes(hdr) as usize;
+    if len > MAX_HANDSHAKE_MESSAGE {
+        return Err(HandshakeError::MessageTooLarge {
+            len,
+            max: MAX_HANDSHAKE_MESSAGE,
+        });
+    }
+    Ok(len)
 }
 
 /// Accumulates one framed message from input delivered in any chunking.
@@ -76,14 +106,12 @@ impl MessageReader {
             .get(..4)
             .and_then(|h| h.try_into().ok())
             .ok_or(HandshakeError::Malformed("length prefix"))?;
-        let len = u32::from_be_bytes(hdr) as usize;
-        if len > MAX_HANDSHAKE_MESSAGE {
-            return Err(HandshakeError::MessageTooLarge {
-                len,
-                max: MAX_HANDSHAKE_MESSAGE,
-            });
-        }
-        Ok(len)
+        checked_body_len(hdr)
+    }
+
+    /// True when no part of a message is buffered.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.buf.is_empty()
     }
 }
 
@@ -97,7 +125,7 @@ pub(crate) fn decode(framed: &[u8]) -> Result<handshake_message::Msg, HandshakeE
     // Finished messages' own bytes are not covered by the MAC they carry, so
     // unknown fields or padded varints would otherwise let a modified flight
     // through (found by the `handshake_flight_mutation` fuzz target).
-    if decoded.encoded_len() != body.len() || decoded.encode_to_vec() != body {
+    if !is_canonical(&decoded, body) {
         return Err(HandshakeError::Malformed("non-canonical encoding"));
     }
     let msg = decoded.msg.ok_or(HandshakeError::Malformed("empty message"))?;
@@ -109,6 +137,29 @@ pub(crate) fn decode(framed: &[u8]) -> Result<handshake_message::Msg, HandshakeE
         });
     }
     Ok(msg)
+}
+
+/// Messages up to this size are re-encoded on the stack for the canonical
+/// check (every message of a handshake with the usual certificates).
+const CANONICAL_STACK_BUF: usize = 2048;
+
+/// Whether re-encoding `decoded` gives exactly `body`.
+fn is_canonical(decoded: &HandshakeMessage, body: &[u8]) -> bool {
+    if decoded.encoded_len() != body.len() {
+        return false;
+    }
+    if body.len() > CANONICAL_STACK_BUF {
+        return decoded.encode_to_vec() == body;
+    }
+    let mut buf = [0u8; CANONICAL_STACK_BUF];
+    let encoded = match buf.get_mut(..body.len()) {
+        Some(out) => {
+            let mut w: &mut [u8] = out;
+            decoded.encode(&mut w).is_ok() && w.is_empty()
+        }
+        None => false,
+    };
+    encoded && buf.get(..body.len()) == Some(body)
 }
 
 fn check_names(list: &[String], what: &'static str) -> Result<(), HandshakeError> {

@@ -43,10 +43,11 @@ pub use server::ServerHandshake;
 
 use crate::UnixTime;
 use crate::cert::{CertError, LocalCredentials};
-use crate::crypto::{CryptoError, CryptoProvider};
+use crate::crypto::{CryptoError, CryptoProvider, StaticKeyPair, X25519_LEN};
 use crate::record::{self, RecordConfig, RecordProtocol, SecurityLevel, Side};
 use crate::resumption::{
-    ChainTrust, ClientSessionCache, ReplayGuard, ResumptionKeys, ServerTicketStore, TicketError,
+    ChainTrust, ClientSessionCache, ReplayGuard, ResumptionKeys, ServerTicketStore, TICKET_RANDOM_LEN,
+    TicketError, TicketRandom,
 };
 use crate::verify::{VerifiedPeer, Verifier};
 
@@ -643,7 +644,7 @@ pub(crate) trait Machine: Send {
     fn core(&mut self) -> &mut Core<Self::Step>;
     fn core_ref(&self) -> &Core<Self::Step>;
     /// Handles one complete framed message received in `step`.
-    fn advance(&mut self, step: Self::Step, framed: Vec<u8>) -> Result<Phase<Self::Step>, HandshakeError>;
+    fn advance(&mut self, step: Self::Step, framed: &[u8]) -> Result<Phase<Self::Step>, HandshakeError>;
 }
 
 /// Reads whole messages from `input` and advances until done or out of input.
@@ -653,9 +654,28 @@ fn read_messages<M: Machine>(m: &mut M, input: &[u8]) -> Result<usize, Handshake
         if matches!(m.core_ref().phase, Phase::Done(_)) {
             return Ok(used);
         }
-        let (n, msg) = m.core().reader.read(input.get(used..).unwrap_or_default())?;
-        used += n;
-        let Some(framed) = msg else { return Ok(used) };
+        let rest = input.get(used..).unwrap_or_default();
+        // A message that arrived whole is handled where it lies; only one
+        // split across calls is gathered in the reader's buffer.
+        let whole = if m.core_ref().reader.is_empty() {
+            messages::whole_message_len(rest)?
+        } else {
+            None
+        };
+        let buffered;
+        let framed = match whole {
+            Some(len) => {
+                used += len;
+                rest.get(..len).unwrap_or_default()
+            }
+            None => {
+                let (n, msg) = m.core().reader.read(rest)?;
+                used += n;
+                let Some(msg) = msg else { return Ok(used) };
+                buffered = msg;
+                &buffered[..]
+            }
+        };
         let placeholder = Phase::Failed(HandshakeError::AlreadyComplete);
         match std::mem::replace(&mut m.core().phase, placeholder) {
             Phase::Running(step) => {
@@ -842,8 +862,49 @@ fn negotiated_frame_size(ours: u32, peer: u32) -> u32 {
     }
 }
 
-fn random_nonce(provider: &CryptoProvider) -> Result<[u8; NONCE_LEN], HandshakeError> {
-    let mut n = [0u8; NONCE_LEN];
-    provider.random.fill(&mut n)?;
-    Ok(n)
+/// Offsets into [`HandshakeRandom`]: the handshake nonce, then the random
+/// input of the one ticket this side may seal, then the ephemeral secret.
+const RANDOM_TICKET: usize = NONCE_LEN;
+const RANDOM_EPHEMERAL: usize = RANDOM_TICKET + TICKET_RANDOM_LEN;
+const RANDOM_LEN: usize = RANDOM_EPHEMERAL + X25519_LEN;
+
+/// Every random byte one side of a handshake may need, drawn from the
+/// provider's random source in a single call: the handshake nonce, the ID
+/// and AEAD nonce of the one ticket this side may seal, and the ephemeral
+/// X25519 secret (used only with PFS or the KCI-resistant mode). Each part
+/// is handed out once. Zeroized on drop (the ephemeral secret is key
+/// material); unused parts are simply dropped.
+pub(crate) struct HandshakeRandom(Zeroizing<[u8; RANDOM_LEN]>);
+
+impl HandshakeRandom {
+    /// One call to `provider.random`.
+    pub(crate) fn draw(provider: &CryptoProvider) -> Result<Self, HandshakeError> {
+        let mut bytes = Zeroizing::new([0u8; RANDOM_LEN]);
+        provider.random.fill(bytes.as_mut())?;
+        Ok(Self(bytes))
+    }
+
+    fn part<const N: usize>(&self, offset: usize) -> [u8; N] {
+        let mut out = [0u8; N];
+        if let Some(src) = self.0.get(offset..offset + N) {
+            out.copy_from_slice(src);
+        }
+        out
+    }
+
+    /// The handshake nonce sent in ClientInit or ServerInit.
+    pub(crate) fn nonce(&self) -> [u8; NONCE_LEN] {
+        self.part(0)
+    }
+
+    /// The random ID and AEAD nonce of the ticket this side seals.
+    pub(crate) fn ticket(&self) -> TicketRandom {
+        TicketRandom::from_bytes(&self.part(RANDOM_TICKET))
+    }
+
+    /// The ephemeral key pair (PFS, KCI-resistant mode).
+    pub(crate) fn ephemeral(&self) -> StaticKeyPair {
+        let secret = Zeroizing::new(self.part::<X25519_LEN>(RANDOM_EPHEMERAL));
+        StaticKeyPair::from_secret_bytes(*secret)
+    }
 }

@@ -11,12 +11,12 @@ use zeroize::Zeroizing;
 use super::key_schedule::{self, Secrets, Transcript};
 use super::messages;
 use super::{
-    Core, HandshakeConfig, HandshakeError, HandshakeOutcome, Machine, PeerLists, Phase, Resumption,
-    ResumptionConfig, RpcVersion, RpcVersions, cipher_refusal, first_common, negotiated_frame_size,
-    own_boundary, random_nonce, record_protocol_refusal,
+    Core, HandshakeConfig, HandshakeError, HandshakeOutcome, HandshakeRandom, Machine, PeerLists, Phase,
+    Resumption, ResumptionConfig, RpcVersion, RpcVersions, cipher_refusal, first_common,
+    negotiated_frame_size, own_boundary, record_protocol_refusal,
 };
 use crate::UnixTime;
-use crate::crypto::{CryptoError, StaticKeyPair};
+use crate::crypto::CryptoError;
 use crate::record::{RecordProtocol, Side};
 use crate::resumption::{
     ChainTrust, OpenedTicket, StoredServerTicket, TicketError, TicketKind, TicketLease, TicketParams,
@@ -188,8 +188,8 @@ impl ServerHandshake {
         })
     }
 
-    fn on_client_init(&mut self, framed: Vec<u8>) -> Result<ExpectClientFinished, HandshakeError> {
-        let Msg::ClientInit(ci) = messages::decode(&framed)? else {
+    fn on_client_init(&mut self, framed: &[u8]) -> Result<ExpectClientFinished, HandshakeError> {
+        let Msg::ClientInit(ci) = messages::decode(framed)? else {
             return Err(HandshakeError::UnexpectedMessage {
                 expected: "ClientInit",
             });
@@ -282,10 +282,10 @@ impl ServerHandshake {
                 offered: ci.record_protocols.clone(),
             })?;
 
-        let ephemeral = match peer_share {
-            Some(_) => Some(StaticKeyPair::generate(c.provider.random.as_ref())?),
-            None => None,
-        };
+        // The only call to the random source in this handshake, after the
+        // client and the negotiation passed.
+        let random = HandshakeRandom::draw(&c.provider)?;
+        let ephemeral = peer_share.map(|_| random.ephemeral());
         let ee = match (&ephemeral, peer_share) {
             (Some(e), Some(p)) => Some(e.agree(p)?),
             _ => None,
@@ -319,7 +319,7 @@ impl ServerHandshake {
             },
             handshake_cipher: cipher.clone(),
             record_protocol: record_protocol.name().to_owned(),
-            nonce: random_nonce(&c.provider)?.to_vec(),
+            nonce: random.nonce().to_vec(),
             resumption: server_ticket,
             ephemeral_share: ephemeral
                 .as_ref()
@@ -331,10 +331,11 @@ impl ServerHandshake {
             resumed: mode as i32,
             boundary,
         };
-        let si_framed = messages::frame(Msg::ServerInit(si));
+        // Both messages are framed straight into the output buffer.
+        let si_start = messages::frame_into(Msg::ServerInit(si), &mut self.core.out);
         let mut transcript = Transcript::new();
-        transcript.add(&framed);
-        transcript.add(&si_framed);
+        transcript.add(framed);
+        transcript.add(self.core.out.get(si_start..).unwrap_or_default());
         let th1 = transcript.current();
         let secrets = key_schedule::derive(&[&ikm], &th1, record_protocol.key_data_len())
             .map_err(|()| HandshakeError::Malformed("key schedule"))?;
@@ -356,19 +357,20 @@ impl ServerHandshake {
             };
             sf_ticket = Some(
                 r.keys
-                    .seal_ticket(&params, c.provider.random.as_ref())
+                    .seal_ticket(&params, &random.ticket())
                     .map_err(|_| HandshakeError::Crypto(CryptoError::Random))?,
             );
         }
         let mac = secrets.server_finished(&th1, sf_ticket.as_ref());
-        let sf_framed = messages::frame(Msg::ServerFinished(ServerFinished {
-            mac,
-            new_ticket: sf_ticket,
-        }));
-        transcript.add(&sf_framed);
+        let sf_start = messages::frame_into(
+            Msg::ServerFinished(ServerFinished {
+                mac,
+                new_ticket: sf_ticket,
+            }),
+            &mut self.core.out,
+        );
+        transcript.add(self.core.out.get(sf_start..).unwrap_or_default());
         let th2 = transcript.current();
-        self.core.out.extend_from_slice(&si_framed);
-        self.core.out.extend_from_slice(&sf_framed);
 
         let outcome = HandshakeOutcome {
             side: Side::Server,
@@ -398,9 +400,9 @@ impl ServerHandshake {
     fn on_client_finished(
         &self,
         st: ExpectClientFinished,
-        framed: Vec<u8>,
+        framed: &[u8],
     ) -> Result<HandshakeOutcome, HandshakeError> {
-        let Msg::ClientFinished(ClientFinished { mac, new_ticket }) = messages::decode(&framed)? else {
+        let Msg::ClientFinished(ClientFinished { mac, new_ticket }) = messages::decode(framed)? else {
             return Err(HandshakeError::UnexpectedMessage {
                 expected: "ClientFinished",
             });
@@ -451,10 +453,19 @@ impl Machine for ServerHandshake {
         &self.core
     }
 
-    fn advance(&mut self, step: Step, framed: Vec<u8>) -> Result<Phase<Step>, HandshakeError> {
+    fn advance(&mut self, step: Step, framed: &[u8]) -> Result<Phase<Step>, HandshakeError> {
         Ok(match step {
             Step::ExpectClientInit => {
-                Phase::Running(Step::ExpectClientFinished(Box::new(self.on_client_init(framed)?)))
+                // ServerInit is framed into the output before the steps that
+                // may still fail: on failure none of it is sent (only the alert).
+                let out_start = self.core.out.len();
+                match self.on_client_init(framed) {
+                    Ok(st) => Phase::Running(Step::ExpectClientFinished(Box::new(st))),
+                    Err(e) => {
+                        self.core.out.truncate(out_start);
+                        return Err(e);
+                    }
+                }
             }
             Step::ExpectClientFinished(st) => {
                 Phase::Done(Some(Box::new(self.on_client_finished(*st, framed)?)))

@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use alts_core::cert::Category;
 use alts_core::crypto::RingRandom;
+use alts_core::handshake::ResumptionConfig;
 use alts_core::handshake::{ClientHandshake, ClientOptions, Handshake, HandshakeConfig, ServerHandshake};
 use alts_core::record::{FRAME_OVERHEAD, RecordConfig, RecordProtocol, Side, new_record_layer};
-use alts_core::resumption::ResumptionKeys;
+use alts_core::resumption::{InMemoryReplayGuard, ResumptionKeys};
 use alts_examples::{IssuedDir, Pki};
 use bytes::BytesMut;
 use rustls::HandshakeKind;
@@ -151,7 +152,11 @@ pub fn in_memory_handshakes(budget: Budget) -> anyhow::Result<Vec<Row>> {
     let server_pfs = pki.server_config()?.no_resumption().pfs(true);
     let client_pfs = client.clone().pfs(true);
     let keys = resumption_keys()?;
-    let server_res = pki.server_config()?.resumption(resumption_keys()?);
+    // The replay guard's default holds 62,500 tickets expiring in the same
+    // minute; a full run resumes more often than that within a minute.
+    let mut resumption = ResumptionConfig::new(Arc::new(resumption_keys()?));
+    resumption.replay_guard = Arc::new(InMemoryReplayGuard::with_limits(1 << 24, 1 << 24));
+    let server_res = pki.server_config()?.resumption_config(resumption);
     let client_res = client.clone().resumption(keys);
 
     let (c, s) = (client.snapshot(), server.snapshot());
