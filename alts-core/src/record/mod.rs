@@ -366,12 +366,15 @@ impl Sealer {
             let body_start = out.len();
             let mut need = frame_len;
             while need > 0 {
-                let src = parts.get(part).ok_or(RecordError::SealFailed)?;
-                let take = (src.len() - offset).min(need);
-                out.extend_from_slice(&src[offset..offset + take]);
+                let rest = parts
+                    .get(part)
+                    .and_then(|p| p.get(offset..))
+                    .ok_or(RecordError::SealFailed)?;
+                let take = rest.len().min(need);
+                out.extend_from_slice(rest.get(..take).ok_or(RecordError::SealFailed)?);
                 need -= take;
                 offset += take;
-                if offset == src.len() {
+                if take == rest.len() {
                     part += 1;
                     offset = 0;
                 }

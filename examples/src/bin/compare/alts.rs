@@ -372,7 +372,7 @@ mod raw_aead {
 
     /// An AES-128-GCM key of ring or aws-lc-rs, whichever alts-core uses.
     pub enum RawAead {
-        Ring(ring::aead::LessSafeKey),
+        Ring(Box<ring::aead::LessSafeKey>),
         AwsLc(aws_lc_rs::aead::LessSafeKey),
     }
 
@@ -384,7 +384,9 @@ mod raw_aead {
                 Self::AwsLc(LessSafeKey::new(UnboundKey::new(&AES_128_GCM, &k).expect("key")))
             } else {
                 use ring::aead::{AES_128_GCM, LessSafeKey, UnboundKey};
-                Self::Ring(LessSafeKey::new(UnboundKey::new(&AES_128_GCM, &k).expect("key")))
+                Self::Ring(Box::new(LessSafeKey::new(
+                    UnboundKey::new(&AES_128_GCM, &k).expect("key"),
+                )))
             }
         }
 
