@@ -101,6 +101,11 @@
 //!   format is always available).
 //! - `health` (default): [`health::PlaintextHealth`], a plaintext port that
 //!   serves only `grpc.health.v1` for probes that cannot speak ALTS.
+//! - `aws-lc-rs`: every primitive (Ed25519, X25519, AES-GCM, HMAC, HKDF,
+//!   randomness) from aws-lc-rs instead of ring + x25519-dalek. Same wire
+//!   bytes; faster public-key operations (first-contact handshakes) and
+//!   integrity-only records, slightly slower on the many small operations of
+//!   a warm handshake. Needs a C compiler.
 //! - `test-util`: `AltsPeer::for_testing` for unit tests of handlers.
 //!
 //! [tonic]: https://docs.rs/tonic
