@@ -67,7 +67,7 @@ impl ServerHandshake {
     ///
     /// The client has not yet proved that it holds the key of its
     /// certificate: nothing it sends may be read, and no record may be
-    /// opened, until [`Handshake::is_done`](super::Handshake::is_done) says ClientFinished verified.
+    /// opened, until [`Handshake::is_done`] says ClientFinished verified.
     /// `None` in every other state.
     pub fn awaiting_client_finished(&self) -> Option<&HandshakeOutcome> {
         match &self.core.phase {
