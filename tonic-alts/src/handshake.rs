@@ -24,24 +24,21 @@ pub(crate) fn unix_now() -> UnixTime {
     UnixTime(i64::try_from(secs).unwrap_or(i64::MAX))
 }
 
-/// Runs `hs` over `io` until `stop(hs)` (the handshake is done, or a server
-/// may hand its stream over). Returns bytes read past the handshake and
-/// (client) output still to send, which rides with the first records.
-async fn drive<IO, H>(
+/// Runs `hs` over `io`. Returns the outcome, bytes read past the handshake,
+/// and (client) output still to send, which rides with the first records.
+async fn drive<IO>(
     io: &mut IO,
-    hs: &mut H,
-    stop: fn(&H) -> bool,
+    hs: &mut dyn Handshake,
     defer_last_write: bool,
     mut buf: BytesMut,
-) -> Result<(BytesMut, Vec<u8>), AltsError>
+) -> Result<(HandshakeOutcome, BytesMut, Vec<u8>), AltsError>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
-    H: Handshake,
 {
     let mut out = Vec::new();
     loop {
         hs.poll_output(&mut out);
-        if stop(hs) {
+        if hs.is_done() {
             break;
         }
         if !out.is_empty() {
@@ -76,11 +73,8 @@ where
         tracing::trace!(bytes = out.len(), "handshake bytes written");
         out.clear();
     }
-    Ok((buf, out))
-}
-
-fn done<H: Handshake>(hs: &H) -> bool {
-    hs.is_done()
+    let outcome = hs.take_outcome().ok_or(AltsError::PeerClosed)?;
+    Ok((outcome, buf, out))
 }
 
 fn into_stream<IO>(
@@ -188,92 +182,6 @@ where
     .await
 }
 
-/// Runs once when a server handshake ends: `Ok(resumed)` or the error.
-pub(crate) type OnHandshakeDone = Box<dyn FnOnce(Result<bool, &AltsError>) + Send + Sync>;
-
-/// Like [`server_handshake_after`], but returns as soon as ServerInit and
-/// ServerFinished are sent: the stream verifies the client's ClientFinished
-/// when it is first read, before it returns any of the client's bytes, so
-/// handing the stream to the HTTP/2 server overlaps with the last round
-/// trip. `on_done` runs once, when ClientFinished verified or the handshake
-/// failed (before or after the hand-over); it owns whatever must live until
-/// then (admission permits).
-pub(crate) async fn server_handshake_early<IO>(
-    mut io: IO,
-    first: BytesMut,
-    config: Arc<HandshakeConfig>,
-    timeout: Duration,
-    on_done: OnHandshakeDone,
-) -> Result<AltsStream<IO>, AltsError>
-where
-    IO: AsyncRead + AsyncWrite + Unpin,
-{
-    metrics::record_material(&config);
-    let span = tracing::info_span!(
-        "alts_handshake",
-        side = "server",
-        peer = tracing::field::Empty,
-        resumed = tracing::field::Empty
-    );
-    let start = Instant::now();
-    let deadline = tokio::time::Instant::now() + timeout;
-    let _in_flight = InFlight::start("server");
-    let hs = Box::new(ServerHandshake::new(config, unix_now()));
-    let res = async move {
-        let mut hs = hs;
-        let stop = |h: &ServerHandshake| h.is_done() || h.awaiting_client_finished().is_some();
-        let (leftover, _) = tokio::time::timeout_at(deadline, drive(&mut io, &mut *hs, stop, false, first))
-            .await
-            .map_err(|_| AltsError::Timeout(timeout))??;
-        if let Some(outcome) = hs.take_outcome() {
-            finish_span(&outcome, start);
-            return Ok((into_stream(io, &outcome, leftover, Vec::new())?, None));
-        }
-        let early = hs.awaiting_client_finished().ok_or(AltsError::PeerClosed)?;
-        let stream = into_stream(io, early, leftover, Vec::new())?;
-        Ok((stream, Some(hs)))
-    }
-    .instrument(span.clone())
-    .await;
-    match res {
-        Ok((stream, None)) => {
-            let resumed = stream.peer().resumed();
-            metrics::record("server", Ok(resumed), start.elapsed());
-            on_done(Ok(resumed));
-            Ok(stream)
-        }
-        Ok((mut stream, Some(hs))) => {
-            stream.await_client_finished(
-                hs,
-                deadline,
-                timeout,
-                Box::new(move |res: Result<&HandshakeOutcome, &AltsError>| {
-                    let _enter = span.enter();
-                    match res {
-                        Ok(o) => {
-                            finish_span(o, start);
-                            metrics::record("server", Ok(o.resumption.resumed()), start.elapsed());
-                            on_done(Ok(o.resumption.resumed()));
-                        }
-                        Err(e) => {
-                            metrics::record("server", Err(e), start.elapsed());
-                            tracing::debug!(error = %e, kind = %e.kind(), "handshake failed");
-                            on_done(Err(e));
-                        }
-                    }
-                }),
-            );
-            Ok(stream)
-        }
-        Err(e) => {
-            metrics::record("server", Err(&e), start.elapsed());
-            span.in_scope(|| tracing::debug!(error = %e, kind = %e.kind(), "handshake failed"));
-            on_done(Err(&e));
-            Err(e)
-        }
-    }
-}
-
 /// Initial read buffer of a handshake.
 pub(crate) const READ_BUF: usize = 8 * 1024;
 
@@ -301,11 +209,10 @@ where
     let start = Instant::now();
     let _in_flight = InFlight::start(side);
     let res = async {
-        let (leftover, pending) =
-            tokio::time::timeout(timeout, drive(&mut io, &mut hs, done, coalesce, first))
+        let (outcome, leftover, pending) =
+            tokio::time::timeout(timeout, drive(&mut io, &mut hs, coalesce, first))
                 .await
                 .map_err(|_| AltsError::Timeout(timeout))??;
-        let outcome = hs.take_outcome().ok_or(AltsError::PeerClosed)?;
         finish_span(&outcome, start);
         into_stream(io, &outcome, leftover, pending)
     }

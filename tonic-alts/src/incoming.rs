@@ -24,7 +24,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::task::AbortOnDropHandle;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
-use crate::handshake::{READ_BUF, server_handshake_after, server_handshake_early};
+use crate::handshake::{READ_BUF, server_handshake_after};
 #[cfg(feature = "handshaker-service")]
 use crate::handshaker_client::HandshakerServiceClient;
 use crate::metrics::{CONNECTIONS_SHED_TOTAL, RefusalLog};
@@ -286,18 +286,6 @@ fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
 /// and dropped without affecting other connections. When `max_in_flight`
 /// handshakes are running, the task stops taking connections until one
 /// finishes. Dropping the `AltsIncoming` stops the task.
-///
-/// In native mode a connection is handed over as soon as the server's last
-/// handshake message is sent, so handing it to the server overlaps with the
-/// last round trip. The stream then verifies the client's ClientFinished
-/// (its proof that it holds the key of its certificate) on its first read,
-/// before it returns any byte the client sent; until then
-/// [`AltsStream::peer`] is the identity of the client's verified
-/// certificate chain, and the server may already write (HTTP/2's SETTINGS).
-/// A forged ClientFinished, or none within the handshake timeout, fails the
-/// stream's reads and writes and is logged like any refused handshake; the
-/// connection keeps its admission slot (`max_pending`, `max_per_source`)
-/// until then.
 #[derive(Debug)]
 pub struct AltsIncoming<IO = TcpStream> {
     rx: mpsc::Receiver<AltsStream<IO>>,
@@ -430,49 +418,19 @@ async fn accept_loop<S, IO, E>(
         let acceptor = acceptor.clone();
         let active = active.clone();
         handshakes.spawn(async move {
-            let guards = (permit, source);
-            let admitted = async {
+            let (_pending, _source) = (permit, source);
+            let res = async {
                 // Idle connections wait here without a handshake slot.
                 let first = acceptor.first_bytes(&mut io).await?;
-                let slot = active.acquire_owned().await.map_err(|_| AltsError::PeerClosed)?;
-                Ok::<_, AltsError>((first, slot))
+                let _slot = active.acquire_owned().await.map_err(|_| AltsError::PeerClosed)?;
+                acceptor.handshake_after(io, first).await
             }
             .await;
-            let (first, _slot) = match admitted {
-                Ok(a) => a,
-                Err(e) => return acceptor.refusals.refused(remote, &e),
-            };
-            let stream = match &acceptor.mode {
-                // The stream goes to the server as soon as our last message
-                // is sent and verifies ClientFinished itself; the admission
-                // permits live until it has (or the handshake failed, which
-                // `on_done` logs).
-                Mode::Native(config) => {
-                    if let Err(e) = config.check_material() {
-                        return acceptor.refusals.refused(remote, &e);
-                    }
-                    let log = acceptor.refusals.clone();
-                    let on_done = Box::new(move |res: Result<bool, &AltsError>| {
-                        drop(guards);
-                        if let Err(e) = res {
-                            log.refused(remote, e);
-                        }
-                    });
-                    server_handshake_early(io, first, config.snapshot(), config.handshake_timeout, on_done)
-                        .await
+            match res {
+                Ok(stream) => {
+                    let _ = tx.send(stream).await;
                 }
-                #[cfg(feature = "handshaker-service")]
-                Mode::Service(_) => {
-                    let stream = acceptor.handshake_after(io, first).await;
-                    if let Err(e) = &stream {
-                        acceptor.refusals.refused(remote, e);
-                    }
-                    drop(guards);
-                    stream
-                }
-            };
-            if let Ok(stream) = stream {
-                let _ = tx.send(stream).await;
+                Err(e) => acceptor.refusals.refused(remote, &e),
             }
         });
         while handshakes.try_join_next().is_some() {}

@@ -16,16 +16,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use std::future::Future;
-use std::time::Duration;
-
-use alts_core::handshake::{Handshake, HandshakeOutcome, ServerHandshake};
 use alts_core::record::{Opener, Sealer};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::io::poll_read_buf;
 
-use crate::{AltsError, AltsPeer};
+use crate::AltsPeer;
 
 /// Sealed bytes buffered before `poll_write` pushes back.
 const WRITE_HIGH_WATER: usize = 256 * 1024;
@@ -54,24 +50,7 @@ pub struct AltsStream<IO> {
     /// The buffered handshake bytes wait for the first write instead of
     /// leaving on the first read (HTTP/2 clients, which write first).
     hold_pending: bool,
-    /// Server streams handed over before the client's ClientFinished
-    /// arrived: verified before the first read returns anything.
-    client_finished: Option<PendingClientFinished>,
-    /// Set when that verification failed: every later read and write fails.
-    broken: Option<io::ErrorKind>,
     peer: Arc<AltsPeer>,
-}
-
-/// Runs once when a deferred ClientFinished verified (with the outcome) or
-/// the handshake failed.
-pub(crate) type OnClientFinished = Box<dyn FnOnce(Result<&HandshakeOutcome, &AltsError>) + Send + Sync>;
-
-/// The end of a server handshake that continues inside the stream.
-struct PendingClientFinished {
-    hs: Box<ServerHandshake>,
-    deadline: Pin<Box<tokio::time::Sleep>>,
-    timeout: Duration,
-    on_done: OnClientFinished,
 }
 
 impl<IO> AltsStream<IO> {
@@ -96,28 +75,8 @@ impl<IO> AltsStream<IO> {
             wbuf: BytesMut::from(&pending_write[..]),
             read_eof: false,
             hold_pending: false,
-            client_finished: None,
-            broken: None,
             peer,
         }
-    }
-
-    /// Server side: the handshake's last step (verifying the client's
-    /// ClientFinished, due before `deadline`) happens in this stream, before
-    /// its first read returns anything.
-    pub(crate) fn await_client_finished(
-        &mut self,
-        hs: Box<ServerHandshake>,
-        deadline: tokio::time::Instant,
-        timeout: Duration,
-        on_done: OnClientFinished,
-    ) {
-        self.client_finished = Some(PendingClientFinished {
-            hs,
-            deadline: Box::pin(tokio::time::sleep_until(deadline)),
-            timeout,
-            on_done,
-        });
     }
 
     /// Keeps the pending handshake bytes until the first write, flush or
@@ -169,9 +128,6 @@ impl<IO: AsyncWrite + Unpin> AltsStream<IO> {
     /// writing them. Pending only when the buffer is over its high-water
     /// mark and the socket takes nothing.
     fn poll_seal_and_write(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
-        if let Some(kind) = self.broken {
-            return Poll::Ready(Err(kind.into()));
-        }
         self.hold_pending = false;
         if self.wbuf.len() >= WRITE_HIGH_WATER {
             match self.poll_flush_wbuf(cx) {
@@ -224,71 +180,6 @@ impl<IO: AsyncWrite + Unpin> AltsStream<IO> {
     }
 }
 
-impl<IO: AsyncRead + AsyncWrite + Unpin> AltsStream<IO> {
-    /// Reads and verifies a deferred ClientFinished. Ready(Ok) once verified
-    /// (or when none is pending).
-    fn poll_client_finished(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let Some(pending) = self.client_finished.as_mut() else {
-            return Poll::Ready(Ok(()));
-        };
-        loop {
-            if !self.rbuf.is_empty() {
-                match pending.hs.handle_input(&self.rbuf) {
-                    Ok(used) => self.rbuf.advance(used),
-                    Err(e) => return Poll::Ready(Err(self.fail_client_finished(e.into()))),
-                }
-                if pending.hs.is_done() {
-                    let Some(done) = self.client_finished.take() else {
-                        return Poll::Ready(Ok(()));
-                    };
-                    let mut hs = done.hs;
-                    match hs.take_outcome() {
-                        Some(outcome) => (done.on_done)(Ok(&outcome)),
-                        None => {
-                            self.client_finished = None;
-                            return Poll::Ready(Err(io::Error::new(
-                                io::ErrorKind::InvalidData,
-                                AltsError::PeerClosed,
-                            )));
-                        }
-                    }
-                    return Poll::Ready(Ok(()));
-                }
-            }
-            if pending.deadline.as_mut().poll(cx).is_ready() {
-                let timeout = pending.timeout;
-                return Poll::Ready(Err(self.fail_client_finished(AltsError::Timeout(timeout))));
-            }
-            if self.rbuf.capacity() - self.rbuf.len() < FIRST_READ / 4 {
-                self.rbuf.reserve(FIRST_READ);
-            }
-            match ready!(poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf)) {
-                Ok(0) => return Poll::Ready(Err(self.fail_client_finished(AltsError::PeerClosed))),
-                Ok(n) => tracing::trace!(bytes = n, "handshake bytes read"),
-                Err(e) => return Poll::Ready(Err(self.fail_client_finished(e.into()))),
-            }
-        }
-    }
-
-    /// Ends a deferred handshake with `error`: reports it, queues the alert
-    /// (best effort) and breaks the stream.
-    fn fail_client_finished(&mut self, error: AltsError) -> io::Error {
-        let kind = match &error {
-            AltsError::Timeout(_) => io::ErrorKind::TimedOut,
-            AltsError::PeerClosed => io::ErrorKind::UnexpectedEof,
-            _ => io::ErrorKind::PermissionDenied,
-        };
-        if let Some(mut pending) = self.client_finished.take() {
-            let mut alert = Vec::new();
-            pending.hs.poll_output(&mut alert);
-            self.wbuf.extend_from_slice(&alert);
-            (pending.on_done)(Err(&error));
-        }
-        self.broken = Some(kind);
-        io::Error::new(kind, error)
-    }
-}
-
 fn invalid(e: alts_core::record::RecordError) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
@@ -300,19 +191,6 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for AltsStream<IO> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if let Some(kind) = this.broken {
-            return Poll::Ready(Err(kind.into()));
-        }
-        if this.client_finished.is_some() {
-            if let Poll::Ready(Err(e)) = this.poll_client_finished(cx) {
-                // Best effort: the alert saying why.
-                let _ = this.poll_flush_wbuf(cx);
-                return Poll::Ready(Err(e));
-            }
-            if this.client_finished.is_some() {
-                return Poll::Pending;
-            }
-        }
         // Pending handshake bytes (a client's ClientFinished) must reach the
         // peer even if the application only reads.
         if !this.wbuf.is_empty()

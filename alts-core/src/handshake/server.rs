@@ -59,23 +59,6 @@ struct Resumed {
 }
 
 impl ServerHandshake {
-    /// While the server waits for ClientFinished (its ServerInit and
-    /// ServerFinished are in the output): the outcome the handshake will
-    /// have, with the client's verified certificate chain and the record
-    /// keys, so a server can send its first records during the last round
-    /// trip (as TLS 1.3 servers send 0.5-RTT data).
-    ///
-    /// The client has not yet proved that it holds the key of its
-    /// certificate: nothing it sends may be read, and no record may be
-    /// opened, until [`Handshake::is_done`] says ClientFinished verified.
-    /// `None` in every other state.
-    pub fn awaiting_client_finished(&self) -> Option<&HandshakeOutcome> {
-        match &self.core.phase {
-            Phase::Running(Step::ExpectClientFinished(st)) => Some(&st.outcome),
-            _ => None,
-        }
-    }
-
     /// Waits for a ClientInit.
     pub fn new(config: Arc<HandshakeConfig>, now: UnixTime) -> Self {
         Self {
