@@ -33,6 +33,33 @@ pub fn deterministic_provider(seed: &[u8]) -> CryptoProvider {
     }
 }
 
+/// Like [`deterministic_provider`], counting every request for random
+/// bytes (key generation, nonces, ticket IDs) in the returned counter.
+pub fn counting_provider(seed: &[u8]) -> (CryptoProvider, Arc<std::sync::atomic::AtomicUsize>) {
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let provider = CryptoProvider {
+        kx_groups: vec![&X25519],
+        random: Arc::new(CountingRandom {
+            inner: DeterministicRandom::new(seed),
+            calls: calls.clone(),
+        }),
+    };
+    (provider, calls)
+}
+
+#[derive(Debug)]
+struct CountingRandom {
+    inner: DeterministicRandom,
+    calls: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl SecureRandom for CountingRandom {
+    fn fill(&self, dest: &mut [u8]) -> Result<(), crate::crypto::CryptoError> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.fill(dest)
+    }
+}
+
 /// A throwaway signing service.
 pub struct TestPki {
     /// The signing service's private root key.

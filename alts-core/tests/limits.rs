@@ -15,9 +15,7 @@ use alts_core::cert::{
     check_identity,
 };
 use alts_core::crl::RevocationList;
-use alts_core::crypto::{
-    CryptoError, CryptoProvider, DeterministicRandom, SecureRandom, StaticKeyPair, X25519,
-};
+use alts_core::crypto::{CryptoProvider, StaticKeyPair};
 use alts_core::handshake::{
     ClientHandshake, ClientOptions, Handshake, HandshakeConfig, HandshakeError, HandshakeOutcome,
     MIN_RECV_FRAME_SIZE, ServerHandshake,
@@ -735,29 +733,8 @@ fn re_encoded_certificates_are_refused_and_leave_the_chain_cache_alone() {
 // ---- the server verifies the client before any key generation ----
 
 /// Counts every request for random bytes (key generation and nonces).
-#[derive(Debug)]
-struct Counting {
-    inner: DeterministicRandom,
-    calls: Arc<AtomicUsize>,
-}
-
-impl SecureRandom for Counting {
-    fn fill(&self, dest: &mut [u8]) -> Result<(), CryptoError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        self.inner.fill(dest)
-    }
-}
-
 fn counting_provider() -> (CryptoProvider, Arc<AtomicUsize>) {
-    let calls = Arc::new(AtomicUsize::new(0));
-    let provider = CryptoProvider {
-        kx_groups: vec![&X25519],
-        random: Arc::new(Counting {
-            inner: DeterministicRandom::new(b"counting"),
-            calls: calls.clone(),
-        }),
-    };
-    (provider, calls)
+    alts_core::testing::counting_provider(b"counting")
 }
 
 #[test]

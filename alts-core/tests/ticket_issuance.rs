@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use alts_core::cert::Category;
-use alts_core::crypto::{CryptoError, CryptoProvider, DeterministicRandom, SecureRandom, X25519};
+use alts_core::crypto::CryptoProvider;
 use alts_core::handshake::{
     ClientHandshake, ClientOptions, Handshake, HandshakeConfig, HandshakeOutcome, Resumption,
     ResumptionConfig, ServerHandshake,
@@ -25,29 +25,8 @@ use alts_proto::alts_v1::{HandshakeMessage, handshake_message::Msg};
 
 const CLIENT: &str = "frontend-prod";
 
-#[derive(Debug)]
-struct Counting {
-    inner: DeterministicRandom,
-    calls: Arc<AtomicUsize>,
-}
-
-impl SecureRandom for Counting {
-    fn fill(&self, dest: &mut [u8]) -> Result<(), CryptoError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        self.inner.fill(dest)
-    }
-}
-
 fn counting(seed: &[u8]) -> (CryptoProvider, Arc<AtomicUsize>) {
-    let calls = Arc::new(AtomicUsize::new(0));
-    let provider = CryptoProvider {
-        kx_groups: vec![&X25519],
-        random: Arc::new(Counting {
-            inner: DeterministicRandom::new(seed),
-            calls: calls.clone(),
-        }),
-    };
-    (provider, calls)
+    alts_core::testing::counting_provider(seed)
 }
 
 struct World {

@@ -395,40 +395,20 @@ mod raw_aead {
             match self {
                 Self::Ring(key) => {
                     use ring::aead::{Aad, Nonce};
-                    let tag = key
-                        .seal_in_place_separate_tag(
-                            Nonce::assume_unique_for_key(nonce(seq)),
-                            Aad::empty(),
-                            buf,
-                        )
-                        .expect("seal");
-                    key.open_in_place_separate_tag(
-                        Nonce::assume_unique_for_key(nonce(seq)),
-                        Aad::empty(),
-                        tag,
-                        buf,
-                        0..,
-                    )
-                    .expect("open")
-                    .len()
+                    let n = || Nonce::assume_unique_for_key(nonce(seq));
+                    let tag = key.seal_in_place_separate_tag(n(), Aad::empty(), buf);
+                    let plain =
+                        key.open_in_place_separate_tag(n(), Aad::empty(), tag.expect("seal"), buf, 0..);
+                    plain.expect("open").len()
                 }
                 Self::AwsLc(key) => {
                     use aws_lc_rs::aead::{Aad, Nonce};
+                    let n = || Nonce::assume_unique_for_key(nonce(seq));
                     let tag = key
-                        .seal_in_place_separate_tag(
-                            Nonce::assume_unique_for_key(nonce(seq)),
-                            Aad::empty(),
-                            buf,
-                        )
+                        .seal_in_place_separate_tag(n(), Aad::empty(), buf)
                         .expect("seal");
-                    key.open_in_place_separate_tag(
-                        Nonce::assume_unique_for_key(nonce(seq)),
-                        Aad::empty(),
-                        tag.as_ref(),
-                        buf,
-                    )
-                    .expect("open")
-                    .len()
+                    let plain = key.open_in_place_separate_tag(n(), Aad::empty(), tag.as_ref(), buf);
+                    plain.expect("open").len()
                 }
             }
         }
