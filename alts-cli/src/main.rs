@@ -22,6 +22,22 @@
 //!   the CRL service handed the issuer a range).
 #![forbid(unsafe_code)]
 
+/// `println!` that ends the process quietly (exit 0) when stdout is closed
+/// early (`alts inspect … | head -1`) instead of panicking, and with exit
+/// code 2 on any other output error.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            eprintln!("alts: error: writing output: {e}");
+            std::process::exit(2);
+        }
+    }};
+}
+
 use std::error::Error;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -340,13 +356,13 @@ fn ca_init(out: &Path, name: &str) -> Result<ExitCode> {
     files::write_private_new(&out.join(files::CA_KEY), key.pkcs8_bytes())?;
     let root = RootKey::from_signing_key(name, &key);
     files::write_public(&out.join(files::ROOT_PUB), &root.to_bytes())?;
-    println!("created CA {name:?} in {}", out.display());
-    println!("  {} (secret, mode 0600)", out.join(files::CA_KEY).display());
-    println!(
+    out!("created CA {name:?} in {}", out.display());
+    out!("  {} (secret, mode 0600)", out.join(files::CA_KEY).display());
+    out!(
         "  {} (distribute to every machine)",
         out.join(files::ROOT_PUB).display()
     );
-    println!("  root key id: {}", hex::encode(root.key_id()));
+    out!("  root key id: {}", hex::encode(root.key_id()));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -401,15 +417,15 @@ fn issue_principal_cmd(
     files::write_public(&out.join(files::PRINCIPAL_CERT), &cert)?;
     files::write_private(&out.join(files::PRINCIPAL_KEY), key.pkcs8_bytes())?;
     files::write_public(&out.join(files::ROOT_PUB), &root.to_bytes())?;
-    println!(
+    out!(
         "issued {} principal certificate for {:?} (issuer {:?}) in {}",
         params.category,
         params.identity,
         params.issuer,
         out.display()
     );
-    println!("  revocation id: {}", fmt_id(revocation_id));
-    println!("  expires: {}", fmt_opt_time(validity.map(|v| v.1), "never"));
+    out!("  revocation id: {}", fmt_id(revocation_id));
+    out!("  expires: {}", fmt_opt_time(validity.map(|v| v.1), "never"));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -469,19 +485,19 @@ fn issue_handshake_cmd(
         static_key.secret_bytes().as_ref(),
     )?;
     files::write_public(&out.join(files::ROOT_PUB), &root.to_bytes())?;
-    println!(
+    out!(
         "issued handshake certificate for {:?} ({}, issuer {:?}) in {}",
         principal.identity,
         principal.category,
         principal.issuer,
         out.display()
     );
-    println!("  revocation id: {}", fmt_id(revocation_id));
-    println!("  expires: {}", fmt_opt_time(validity.map(|v| v.1), "never"));
+    out!("  revocation id: {}", fmt_id(revocation_id));
+    out!("  expires: {}", fmt_opt_time(validity.map(|v| v.1), "never"));
     if let (Some(p), Some((_, h))) = (principal.validity.not_after, validity)
         && p < h
     {
-        println!(
+        out!(
             "  note: the principal certificate expires earlier, at {}",
             fmt_time(p)
         );
@@ -524,18 +540,18 @@ fn handshake_json(h: &HandshakeCertInfo) -> Value {
 }
 
 fn print_validity(indent: &str, v: &ValidityWindow) {
-    println!("{indent}not before: {}", fmt_opt_time(v.not_before, "-"));
-    println!("{indent}not after: {}", fmt_opt_time(v.not_after, "never"));
+    out!("{indent}not before: {}", fmt_opt_time(v.not_before, "-"));
+    out!("{indent}not after: {}", fmt_opt_time(v.not_after, "never"));
 }
 
 fn print_principal(indent: &str, p: &PrincipalCertInfo) {
-    println!("{indent}identity: {}", p.identity);
-    println!("{indent}category: {}", p.category);
-    println!("{indent}issuer: {}", p.issuer);
+    out!("{indent}identity: {}", p.identity);
+    out!("{indent}category: {}", p.category);
+    out!("{indent}issuer: {}", p.issuer);
     print_validity(indent, &p.validity);
-    println!("{indent}revocation id: {}", fmt_id(p.revocation_id));
-    println!("{indent}public key (ed25519): {}", hex::encode(p.public_key));
-    println!("{indent}root key id: {}", hex::encode(p.root_key_id));
+    out!("{indent}revocation id: {}", fmt_id(p.revocation_id));
+    out!("{indent}public key (ed25519): {}", hex::encode(p.public_key));
+    out!("{indent}root key id: {}", hex::encode(p.root_key_id));
 }
 
 /// What a file is, detected from its contents.
@@ -603,48 +619,48 @@ fn inspect(path: &Path, as_json: bool) -> Result<ExitCode> {
             Kind::Ed25519Key(pk) => json!({"kind": "ed25519_private_key", "public_key": hex::encode(pk)}),
             Kind::X25519Key(pk) => json!({"kind": "x25519_private_key", "public_key": hex::encode(pk)}),
         };
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        out!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
     match &kind {
         Kind::Handshake(h) => {
-            println!("handshake certificate (signatures not checked; use `alts verify`)");
-            println!(
+            out!("handshake certificate (signatures not checked; use `alts verify`)");
+            out!(
                 "  static public key (x25519): {}",
                 hex::encode(h.static_public_key)
             );
-            println!("  handshake ciphers: {}", h.handshake_ciphers.join(", "));
-            println!("  record protocols: {}", h.record_protocols.join(", "));
+            out!("  handshake ciphers: {}", h.handshake_ciphers.join(", "));
+            out!("  record protocols: {}", h.record_protocols.join(", "));
             print_validity("  ", &h.validity);
-            println!("  revocation id: {}", fmt_id(h.revocation_id));
-            println!("  principal certificate:");
+            out!("  revocation id: {}", fmt_id(h.revocation_id));
+            out!("  principal certificate:");
             print_principal("    ", &h.principal);
         }
         Kind::Principal(p) => {
-            println!("principal certificate (signature not checked; use `alts verify`)");
+            out!("principal certificate (signature not checked; use `alts verify`)");
             print_principal("  ", p);
         }
         Kind::Crl(c) => {
-            println!("revocation list (signature not checked; use `alts crl check`)");
-            println!("  issued at: {}", fmt_time(c.issued_at));
-            println!("  revoked ids: {}", c.count);
-            println!("  compressed size: {} bytes", c.ids_len);
-            println!("  root key id: {}", hex::encode(c.root_key_id));
+            out!("revocation list (signature not checked; use `alts crl check`)");
+            out!("  issued at: {}", fmt_time(c.issued_at));
+            out!("  revoked ids: {}", c.count);
+            out!("  compressed size: {} bytes", c.ids_len);
+            out!("  root key id: {}", hex::encode(c.root_key_id));
         }
         Kind::Root(r) => {
-            println!("root key");
-            println!("  name: {}", r.name());
-            println!("  algorithm: ed25519");
-            println!("  public key: {}", hex::encode(r.public_key()));
-            println!("  key id: {}", hex::encode(r.key_id()));
+            out!("root key");
+            out!("  name: {}", r.name());
+            out!("  algorithm: ed25519");
+            out!("  public key: {}", hex::encode(r.public_key()));
+            out!("  key id: {}", hex::encode(r.key_id()));
         }
         Kind::Ed25519Key(pk) => {
-            println!("Ed25519 private key (PKCS#8; secret not shown)");
-            println!("  public key: {}", hex::encode(pk));
+            out!("Ed25519 private key (PKCS#8; secret not shown)");
+            out!("  public key: {}", hex::encode(pk));
         }
         Kind::X25519Key(pk) => {
-            println!("32 raw bytes: an X25519 private key (handshake.key; secret not shown)");
-            println!("  public key: {}", hex::encode(pk));
+            out!("32 raw bytes: an X25519 private key (handshake.key; secret not shown)");
+            out!("  public key: {}", hex::encode(pk));
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -712,27 +728,27 @@ fn verify(
     };
     match result {
         Ok((identity, category, issuer, prid, hrid, not_after)) => {
-            println!("OK: {identity}");
-            println!("  identity: {identity}");
-            println!("  category: {category}");
-            println!("  issuer: {issuer}");
-            println!(
+            out!("OK: {identity}");
+            out!("  identity: {identity}");
+            out!("  category: {category}");
+            out!("  issuer: {issuer}");
+            out!(
                 "  certificate: {}",
                 if is_handshake { "handshake" } else { "principal" }
             );
-            println!("  principal revocation id: {}", fmt_id(prid));
+            out!("  principal revocation id: {}", fmt_id(prid));
             if let Some(h) = hrid {
-                println!("  handshake revocation id: {}", fmt_id(h));
+                out!("  handshake revocation id: {}", fmt_id(h));
             }
-            println!("  expires: {}", fmt_opt_time(not_after, "never"));
-            println!("  chain: ok (signatures, validity)");
+            out!("  expires: {}", fmt_opt_time(not_after, "never"));
+            out!("  chain: ok (signatures, validity)");
             match &crl {
-                Some(c) => println!(
+                Some(c) => out!(
                     "  crl: not revoked (list of {} ids issued {})",
                     c.len(),
                     fmt_time(c.issued_at())
                 ),
-                None => println!("  crl: not checked"),
+                None => out!("  crl: not checked"),
             }
             match policy {
                 Some(p) => {
@@ -740,9 +756,9 @@ fn verify(
                         .check(&issuer, category, &identity)
                         .map(|a| a.rule_index())
                         .unwrap_or(0);
-                    println!("  policy: allowed (rule #{})", rule + 1);
+                    out!("  policy: allowed (rule #{})", rule + 1);
                 }
-                None => println!("  policy: not checked"),
+                None => out!("  policy: not checked"),
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -763,10 +779,10 @@ fn policy_check(policy_path: &Path, cert_path: &Path) -> Result<ExitCode> {
             what: format!("not an ALTS certificate ({he})"),
         })?,
     };
-    println!("(signatures not checked; `alts verify --policy` checks everything)");
+    out!("(signatures not checked; `alts verify --policy` checks everything)");
     match policy.check(&p.issuer, p.category, &p.identity) {
         Ok(a) => {
-            println!(
+            out!(
                 "allowed: issuer {:?} may issue {} certificates for {:?} (rule #{})",
                 p.issuer,
                 p.category,
@@ -776,7 +792,7 @@ fn policy_check(policy_path: &Path, cert_path: &Path) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Err(d) => {
-            println!("denied: {d}");
+            out!("denied: {d}");
             Ok(ExitCode::from(1))
         }
     }
@@ -860,7 +876,7 @@ fn crl_build(root_key: &Path, ids: &Path, out: &Path) -> Result<ExitCode> {
     let builder = parse_ids_file(ids)?;
     let bytes = builder.sign(&key, now())?;
     files::write_public(out, &bytes)?;
-    println!(
+    out!(
         "wrote revocation list {}: {} revoked ids, {} bytes",
         out.display(),
         builder.len(),
@@ -873,10 +889,10 @@ fn crl_check(crl_path: &Path, root_path: &Path, id: u64) -> Result<ExitCode> {
     let root = files::load_root(root_path)?;
     let crl = files::load_crl(crl_path, &root)?;
     if crl.is_revoked(id) {
-        println!("revoked: {}", fmt_id(id));
+        out!("revoked: {}", fmt_id(id));
         Ok(ExitCode::from(1))
     } else {
-        println!("not revoked: {}", fmt_id(id));
+        out!("not revoked: {}", fmt_id(id));
         Ok(ExitCode::SUCCESS)
     }
 }

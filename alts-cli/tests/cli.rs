@@ -793,3 +793,25 @@ fn principal_certificates_expire_by_default() {
         "{both}"
     );
 }
+
+/// Output into a pipe that is already closed (`alts … | head -1` after
+/// `head` exits) ends the command quietly instead of with a panic.
+#[test]
+fn closed_stdout_ends_quietly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    ok(d, &["ca", "init", "--out", "ca"]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_alts"))
+        .current_dir(d)
+        .args(["inspect", "ca/root.pub"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run alts");
+    // Close the reading end before the command writes anything.
+    drop(child.stdout.take());
+    let o = child.wait_with_output().expect("wait");
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    assert!(!t.contains("panicked"), "{t}");
+}
