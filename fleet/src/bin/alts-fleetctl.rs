@@ -11,6 +11,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -126,7 +127,12 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 })
                 .await?
                 .into_inner();
-            println!("revoked; revocation list issued at {}", r.crl_issued_at);
+            // The revocation is done; a closed stdout only loses this line.
+            let _ = writeln!(
+                std::io::stdout(),
+                "revoked; revocation list issued at {}",
+                r.crl_issued_at
+            );
         }
         Cmd::FetchCrl { out } => {
             let r = signer
@@ -134,7 +140,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 .await?
                 .into_inner();
             std::fs::write(&out, &r.signed_crl)?;
-            println!(
+            let _ = writeln!(
+                std::io::stdout(),
                 "revocation list issued at {} written to {}",
                 r.issued_at,
                 out.display()

@@ -3,6 +3,7 @@
 //! output once it accepts connections; stops on SIGINT or SIGTERM.
 #![forbid(unsafe_code)]
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -112,7 +113,12 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    println!("alts-signer listening on {}", bound.local_addr());
+    // A closed stdout must not stop the service (println! would panic).
+    let _ = writeln!(
+        std::io::stdout(),
+        "alts-signer listening on {}",
+        bound.local_addr()
+    );
     match bound.serve(shutdown()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
