@@ -76,6 +76,8 @@ pub struct Budget {
     pub stream_messages: u32,
     /// Connections held open for the memory figure.
     pub idle_conns: usize,
+    /// `--scaling`: seconds per point.
+    pub scaling_secs: f64,
 }
 
 impl Budget {
@@ -88,6 +90,7 @@ impl Budget {
                 unary: 500,
                 stream_messages: 256,
                 idle_conns: 1000,
+                scaling_secs: 1.5,
             }
         } else {
             Self {
@@ -97,6 +100,7 @@ impl Budget {
                 unary: 2000,
                 stream_messages: 512,
                 idle_conns: 1000,
+                scaling_secs: 3.0,
             }
         }
     }

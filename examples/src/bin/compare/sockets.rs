@@ -21,7 +21,7 @@ use tonic::transport::{Channel, Endpoint, Server};
 use tonic_alts::{AltsAcceptor, AltsConfig, AltsConnector, CredentialFiles};
 
 use crate::alts::{AltsPki, SERVER_ID, resumption_keys};
-use crate::stats::{Summary, percentile, us};
+use crate::stats::{Summary, us};
 use crate::tls::{self, Provider};
 use crate::{Budget, Goal, Row};
 
@@ -41,8 +41,8 @@ async fn h2c_server() -> anyhow::Result<SocketAddr> {
     Ok(addr)
 }
 
-async fn alts_server(config: AltsConfig) -> anyhow::Result<SocketAddr> {
-    let incoming = AltsAcceptor::new(config).bind("127.0.0.1:0").await?;
+async fn alts_server(acceptor: AltsAcceptor) -> anyhow::Result<SocketAddr> {
+    let incoming = acceptor.bind("127.0.0.1:0").await?;
     let addr = incoming.local_addr();
     tokio::spawn(
         Server::builder()
@@ -114,11 +114,18 @@ fn small_request() -> EchoRequest {
     }
 }
 
+/// A new connection, used for one unary call.
+async fn used_client(addr: SocketAddr, how: &Dial) -> anyhow::Result<(EchoClient<Channel>, Kind)> {
+    let (ch, kind) = dial(addr, how).await?;
+    let mut client = EchoClient::new(ch);
+    client.unary(small_request()).await?;
+    Ok((client, kind))
+}
+
 /// New connection → first unary response.
 async fn connect_once(addr: SocketAddr, how: &Dial) -> anyhow::Result<(Duration, Kind)> {
     let start = Instant::now();
-    let (ch, kind) = dial(addr, how).await?;
-    EchoClient::new(ch).unary(small_request()).await?;
+    let (_, kind) = used_client(addr, how).await?;
     Ok((start.elapsed(), kind))
 }
 
@@ -159,9 +166,8 @@ impl Mode {
     }
 
     fn summary(&self) -> (f64, f64) {
-        let mut s = self.samples.clone();
-        s.sort_by(|a, b| a.total_cmp(b));
-        (percentile(&s, 50.0), percentile(&s, 99.0))
+        let s = Summary::of(&mut self.samples.clone());
+        (s.median, s.p99)
     }
 }
 
@@ -172,7 +178,10 @@ fn ms(v: f64) -> String {
 /// The five connect rows.
 pub async fn connect_latency(budget: Budget) -> anyhow::Result<Vec<Row>> {
     let mut pki = AltsPki::new()?;
-    let alts_addr = alts_server(pki.server_config()?.resumption(resumption_keys()?)).await?;
+    let alts_addr = alts_server(AltsAcceptor::new(
+        pki.server_config()?.resumption(resumption_keys()?),
+    ))
+    .await?;
     let h2c_addr = h2c_server().await?;
     let tls_pki = tls::Pki::new()?;
 
@@ -259,9 +268,18 @@ pub async fn connect_latency(budget: Budget) -> anyhow::Result<Vec<Row>> {
                p: (f64, f64),
                p99: bool,
                goal,
-               ring: (f64, f64),
-               aws: (f64, f64)| {
+               providers: Option<((f64, f64), (f64, f64))>| {
         let pick = |x: (f64, f64)| if p99 { x.1 } else { x.0 };
+        let mut raw = vec![
+            ("alts_p50_us", a.0),
+            ("alts_p99_us", a.1),
+            ("peer_p50_us", p.0),
+            ("peer_p99_us", p.1),
+        ];
+        // Both rustls providers, where the peer is rustls.
+        if let Some((ring, aws)) = providers {
+            raw.extend([("rustls_ring_p50_us", ring.0), ("rustls_aws_lc_rs_p50_us", aws.0)]);
+        }
         Row {
             key,
             what,
@@ -269,14 +287,7 @@ pub async fn connect_latency(budget: Budget) -> anyhow::Result<Vec<Row>> {
             peer: format!("{} (p99 {})", ms(p.0), ms(p.1)),
             ratio: pick(a) / pick(p),
             goal,
-            raw: vec![
-                ("alts_p50_us", a.0),
-                ("alts_p99_us", a.1),
-                ("peer_p50_us", p.0),
-                ("peer_p99_us", p.1),
-                ("rustls_ring_p50_us", ring.0),
-                ("rustls_aws_lc_rs_p50_us", aws.0),
-            ],
+            raw,
         }
     };
     Ok(vec![
@@ -287,8 +298,7 @@ pub async fn connect_latency(budget: Budget) -> anyhow::Result<Vec<Row>> {
             full,
             false,
             Goal::AtMost(0.6),
-            ring_full,
-            aws_full,
+            Some((ring_full, aws_full)),
         ),
         row(
             "connect_p50_pfs_first_contact_vs_rustls",
@@ -299,8 +309,7 @@ pub async fn connect_latency(budget: Budget) -> anyhow::Result<Vec<Row>> {
             full,
             false,
             Goal::AtMost(0.7),
-            ring_full,
-            aws_full,
+            Some((ring_full, aws_full)),
         ),
         row(
             "connect_p99_first_contact_vs_rustls",
@@ -309,8 +318,7 @@ pub async fn connect_latency(budget: Budget) -> anyhow::Result<Vec<Row>> {
             full,
             true,
             Goal::None,
-            ring_full,
-            aws_full,
+            Some((ring_full, aws_full)),
         ),
         row(
             "connect_p50_resumed_vs_rustls_resumed",
@@ -319,8 +327,7 @@ pub async fn connect_latency(budget: Budget) -> anyhow::Result<Vec<Row>> {
             res,
             false,
             Goal::AtMost(0.6),
-            ring_res,
-            aws_res,
+            Some((ring_res, aws_res)),
         ),
         row(
             "connect_p50_repeat_vs_h2c",
@@ -329,8 +336,7 @@ pub async fn connect_latency(budget: Budget) -> anyhow::Result<Vec<Row>> {
             h2c,
             false,
             Goal::AtMost(1.25),
-            ring_res,
-            aws_res,
+            None,
         ),
     ])
 }
@@ -357,7 +363,7 @@ async fn stream_rate(client: &mut EchoClient<Channel>, n: u32) -> anyhow::Result
 /// connection per side.
 pub async fn warm_connection(budget: Budget) -> anyhow::Result<Vec<Row>> {
     let mut pki = AltsPki::new()?;
-    let alts_addr = alts_server(pki.server_config()?).await?;
+    let alts_addr = alts_server(AltsAcceptor::new(pki.server_config()?)).await?;
     let h2c_addr = h2c_server().await?;
     let tls_pki = tls::Pki::new()?;
     let leaf = tls_pki.client(0)?;
@@ -509,20 +515,14 @@ impl Child {
         // Warm up the server's runtime and allocator, then close.
         let mut warm = Vec::new();
         for _ in 0..50 {
-            let (ch, _) = dial(self.addr, how).await?;
-            let mut c = EchoClient::new(ch);
-            c.unary(small_request()).await?;
-            warm.push(c);
+            warm.push(used_client(self.addr, how).await?.0);
         }
         drop(warm);
         tokio::time::sleep(Duration::from_millis(300)).await;
         let before = rss(pid)?;
         let mut open = Vec::with_capacity(n);
         for _ in 0..n {
-            let (ch, _) = dial(self.addr, how).await?;
-            let mut c = EchoClient::new(ch);
-            c.unary(small_request()).await?;
-            open.push(c);
+            open.push(used_client(self.addr, how).await?.0);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
         let after = rss(pid)?;
@@ -567,25 +567,16 @@ pub async fn idle_memory(budget: Budget) -> anyhow::Result<Row> {
 /// The child side of the memory figure: serve until stdin closes.
 pub async fn serve_for_memory(kind: &str, dir: &Path) -> anyhow::Result<()> {
     let addr = match kind {
-        "alts" => {
+        "alts" | "alts-scaling" => {
             let files = CredentialFiles::new(dir.join("backend"), dir.join("root.pub")).accept_any_issuer();
-            alts_server(AltsConfig::from_files(files)?).await?
-        }
-        "alts-scaling" => {
-            let files = CredentialFiles::new(dir.join("backend"), dir.join("root.pub")).accept_any_issuer();
-            // Every client is on 127.0.0.1: lift the per-source and pending
-            // caps that protect a real server from one noisy address.
-            let acceptor = AltsAcceptor::new(AltsConfig::from_files(files)?)
-                .max_per_source(1 << 16)
-                .max_pending(1 << 16);
-            let incoming = acceptor.bind("127.0.0.1:0").await?;
-            let addr = incoming.local_addr();
-            tokio::spawn(
-                Server::builder()
-                    .add_service(EchoServer::new(EchoService))
-                    .serve_with_incoming(incoming),
-            );
-            addr
+            let mut acceptor = AltsAcceptor::new(AltsConfig::from_files(files)?);
+            if kind == "alts-scaling" {
+                // Every client is on 127.0.0.1: lift the per-source and
+                // pending caps that protect a real server from one noisy
+                // address.
+                acceptor = acceptor.max_per_source(1 << 16).max_pending(1 << 16);
+            }
+            alts_server(acceptor).await?
         }
         "tls" => tls_server(tls::server_config_from_files(dir, Provider::AwsLc)?).await?,
         other => anyhow::bail!("unknown server kind {other:?}"),
@@ -643,7 +634,6 @@ async fn scaling_point(
 pub async fn scaling(budget: Budget, json: bool) -> anyhow::Result<()> {
     let mut pki = AltsPki::new()?;
     let dial = Dial::Alts(pki.fresh_client()?);
-    let secs = if budget.rounds > 3 { 3.0 } else { 1.5 };
     let mut obj = serde_json::Map::new();
     println!(
         "\n{:>8} {:>8} {:>14} {:>14} {:>8}",
@@ -654,7 +644,7 @@ pub async fn scaling(budget: Budget, json: bool) -> anyhow::Result<()> {
         connect_once(child.addr, &dial).await?;
         let idle = rss(child.child.id())?;
         for clients in [1, 10, 100, 1000] {
-            let (rate, peak, failed) = scaling_point(&child, &dial, clients, secs).await?;
+            let (rate, peak, failed) = scaling_point(&child, &dial, clients, budget.scaling_secs).await?;
             println!(
                 "{workers:>8} {clients:>8} {rate:>14.0} {:>11.1} MiB {failed:>8}",
                 peak as f64 / (1 << 20) as f64
@@ -692,7 +682,7 @@ pub async fn trace_one_connection() -> anyhow::Result<()> {
         .with_thread_ids(true)
         .init();
     let mut pki = AltsPki::new()?;
-    let addr = alts_server(pki.server_config()?).await?;
+    let addr = alts_server(AltsAcceptor::new(pki.server_config()?)).await?;
     let client = pki.fresh_client()?;
     // One connection to warm both sides' caches, then the traced one.
     connect_once(addr, &Dial::Alts(client.clone())).await?;
